@@ -25,6 +25,7 @@ class ErrorCode(enum.StrEnum):
     AUTH_FAILED = "auth_failed"
     AUTH_TIMEOUT = "auth_timeout"
     SESSION_ENDED = "session_ended"
+    IDLE_TIMEOUT = "idle_timeout"
     LOGIN_FAILED = "login_failed"
     RATE_LIMITED = "rate_limited"
     FORBIDDEN = "forbidden"
@@ -54,6 +55,7 @@ class ErrorCode(enum.StrEnum):
 
 class CloseCode(enum.IntEnum):
     NORMAL = 1000
+    IDLE_TIMEOUT = 4000
     GOING_AWAY = 1001
     MESSAGE_TOO_BIG = 1009
     TRY_AGAIN_LATER = 1013

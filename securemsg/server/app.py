@@ -1,0 +1,134 @@
+"""`create_app(settings)`: the single place where securemsg's parts are wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from securemsg.clock import Clock, SystemClock
+from securemsg.protocol.errors import CloseCode, ErrorCode
+from securemsg.server import http
+from securemsg.server.admin import AdminService
+from securemsg.server.broker import Broker, LocalBroker, RedisBroker
+from securemsg.server.delivery import Delivery, Push
+from securemsg.server.devices import DeviceService
+from securemsg.server.hub import Hub
+from securemsg.server.login import LoginService
+from securemsg.server.passwords import PasswordHashing
+from securemsg.server.websocket import websocket_endpoint
+from securemsg.settings import Settings
+from securemsg.storage import migrate
+from securemsg.storage.database import Database
+from securemsg.storage.errors import StorageError
+from securemsg.storage.sessions import SessionStore
+
+log = logging.getLogger("securemsg.server")
+
+
+@dataclasses.dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    database: Database
+    hashing: PasswordHashing
+    login: LoginService
+    admin: AdminService
+    devices: DeviceService
+    hub: Hub
+    broker: Broker
+    delivery: Delivery
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    database = Database.open(settings.effective_database_url)
+    hashing = PasswordHashing(settings)
+    hub = Hub()
+    broker: Broker = RedisBroker(settings.redis_url) if settings.redis_url else LocalBroker()
+
+    def committed(pushes: Sequence[Push]) -> None:
+        hub.deliver(pushes)
+        broker.publish(device_id for device_id, _, _ in pushes)
+
+    return Services(
+        settings=settings,
+        clock=clock,
+        database=database,
+        hashing=hashing,
+        login=LoginService(database, settings, hashing),
+        admin=AdminService(database, hashing, max_password_bytes=settings.max_password_bytes),
+        devices=DeviceService(database, settings),
+        hub=hub,
+        broker=broker,
+        delivery=Delivery(database, settings, clock, committed),
+    )
+
+
+async def watch_sessions(services: Services) -> None:
+    """Close sockets whose session ended (logout, revocation, expiry, disabled account)."""
+    interval = services.settings.session_check_interval_seconds
+    idle_ms = int(services.settings.session_idle_seconds * 1000)
+    while True:
+        await asyncio.sleep(interval)
+        sockets = services.hub.sockets()
+        sessions = {s.session_id for s in sockets if s.session_id is not None}
+        if not sessions:
+            continue
+        now_ms = services.clock.now_ms()
+        try:
+            async with services.database.write() as conn:
+                store = SessionStore(conn)
+                ended = await store.ended(sessions, now_ms=now_ms, idle_ms=idle_ms)
+                # An open socket is activity: keep its session from idling out.
+                await store.touch(sessions - ended, now_ms=now_ms)
+        except StorageError as exc:
+            log.warning("session check skipped: %s", exc)
+            continue
+        for socket in sockets:
+            if socket.session_id in ended:
+                socket.close_soon(
+                    CloseCode.SESSION_ENDED, ErrorCode.SESSION_ENDED, "session ended; log in again"
+                )
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+    services = build_services(settings, clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await migrate.upgrade(services.database)
+        services.delivery.start()
+        await services.broker.start(services.hub.wake_devices)
+        watcher = asyncio.create_task(watch_sessions(services), name="session-watcher")
+        log.info("securemsg ready (%s)", services.database.dialect)
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            for socket in services.hub.sockets():
+                socket.close_soon(
+                    CloseCode.GOING_AWAY, ErrorCode.UNAVAILABLE, "server shutting down"
+                )
+            await services.delivery.stop()
+            await services.broker.stop()
+            services.hashing.close()
+            await services.database.close()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", http.healthz, methods=["GET"]),
+            *http.routes(),
+            WebSocketRoute("/v1/ws", websocket_endpoint),
+        ],
+        exception_handlers={Exception: http.internal_error},
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

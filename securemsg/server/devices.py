@@ -1,0 +1,148 @@
+"""Device registration: the server records only what the account's identity key signed.
+
+An account publishes its identity key once (clients pin it) and then a versioned, AIK-signed
+device list; each new device on it comes with an AIK-signed certificate. Devices dropped from a
+newer list are revoked. The server checks every signature so it never stores a list clients
+would reject, but clients verify again: the server is not trusted to add readers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from securemsg.crypto.devices import verify_device_certificate, verify_device_list
+from securemsg.crypto.errors import InvalidSignature
+from securemsg.protocol.devices import DeviceError, DeviceListLimits
+from securemsg.protocol.errors import ErrorCode, ProtocolError
+from securemsg.settings import Settings
+from securemsg.storage.accounts import AccountStore
+from securemsg.storage.conversations import ConversationStore
+from securemsg.storage.database import Database
+from securemsg.storage.devices import DeviceStore
+
+
+class DeviceRegistrationError(ProtocolError):
+    code = ErrorCode.BAD_DEVICE
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedDevices:
+    account_id: uuid.UUID
+    identity_key: bytes | None
+    device_list: bytes | None
+    certificates: dict[uuid.UUID, bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    list_version: int
+    revoked: list[uuid.UUID]
+
+
+class DeviceService:
+    def __init__(self, database: Database, settings: Settings) -> None:
+        self.database = database
+        self.limits = DeviceListLimits(max_devices=settings.max_devices_per_account)
+
+    async def publish(
+        self,
+        account_id: uuid.UUID,
+        *,
+        identity_key: bytes,
+        device_list: bytes,
+        certificates: list[bytes],
+        now_ms: int,
+    ) -> Registered:
+        """Record a new signed device list (and certificates of the devices new on it)."""
+        async with self.database.write() as conn:
+            accounts = AccountStore(conn)
+            account = await accounts.get(account_id)
+            if account.identity_key is not None and account.identity_key != identity_key:
+                raise DeviceRegistrationError(
+                    "this account already has a different identity key; an admin must reset it"
+                )
+            try:
+                listed = verify_device_list(
+                    device_list,
+                    identity_key,
+                    account_id=account_id.bytes,
+                    min_version=account.device_list_version,
+                    current=account.device_list,
+                    limits=self.limits,
+                )
+                certified = {}
+                for raw in certificates:
+                    cert = verify_device_certificate(raw, identity_key, account_id=account_id.bytes)
+                    certified[cert.device_id] = cert
+            except InvalidSignature as exc:
+                raise DeviceRegistrationError(str(exc), code=ErrorCode.BAD_SIGNATURE) from None
+            except DeviceError:
+                raise
+            store = DeviceStore(conn)
+            known = {
+                d.id.bytes: d for d in await store.of_accounts([account_id], active_only=False)
+            }
+            for entry in listed.entries:
+                device = known.get(entry.device_id)
+                device_uuid = uuid.UUID(bytes=entry.device_id)
+                if device is not None:
+                    if not device.active:
+                        raise DeviceRegistrationError(f"device {device_uuid} was revoked")
+                    if (device.signing_key, device.encryption_key) != (
+                        entry.signing_key,
+                        entry.encryption_key,
+                    ):
+                        raise DeviceRegistrationError(f"device {device_uuid} changed its keys")
+                    continue
+                new_cert = certified.get(entry.device_id)
+                if new_cert is None:
+                    raise DeviceRegistrationError(f"new device {device_uuid} needs a certificate")
+                if (new_cert.signing_key, new_cert.encryption_key) != (
+                    entry.signing_key,
+                    entry.encryption_key,
+                ):
+                    raise DeviceRegistrationError(
+                        f"certificate of device {device_uuid} does not match the list"
+                    )
+                await store.add(
+                    device_id=device_uuid,
+                    account_id=account_id,
+                    signing_key=entry.signing_key,
+                    encryption_key=entry.encryption_key,
+                    certificate=new_cert.raw,
+                    now_ms=now_ms,
+                )
+            revoked = await store.revoke_except(
+                account_id, [uuid.UUID(bytes=e.device_id) for e in listed.entries], now_ms=now_ms
+            )
+            await accounts.set_identity(
+                account_id,
+                identity_key=identity_key,
+                device_list=device_list,
+                device_list_version=listed.list_version,
+            )
+        return Registered(listed.list_version, revoked)
+
+    async def published(
+        self, requester: uuid.UUID, account_id: uuid.UUID
+    ) -> PublishedDevices | None:
+        """An account's identity key, device list and certificates, if the requester may see them:
+        the account itself, or someone who shares a conversation with it."""
+        async with self.database.read() as conn:
+            if requester != account_id:
+                peers = {
+                    m.account_id
+                    for c in await ConversationStore(conn).of_account(requester)
+                    for m in c.members
+                }
+                if account_id not in peers:
+                    return None
+            account = await AccountStore(conn).get(account_id)
+            devices = await DeviceStore(conn).of_accounts([account_id])
+        return PublishedDevices(
+            account_id=account_id,
+            identity_key=account.identity_key,
+            device_list=account.device_list,
+            certificates={d.id: d.certificate for d in devices},
+        )
