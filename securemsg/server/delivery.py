@@ -59,6 +59,7 @@ class _Pending:
     conversation_id: uuid.UUID
     sender_account: uuid.UUID
     sender_device: uuid.UUID
+    verified: asyncio.Future[None]
     future: asyncio.Future[Accepted]
 
 
@@ -145,19 +146,17 @@ class Delivery:
                 code=ErrorCode.CLOCK_SKEW,
             )
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(
-                self._verifier, verify_envelope_signature, envelope, device.signing_key
-            )
-        except InvalidSignature:
-            raise EnvelopeError(
-                "envelope signature does not verify", code=ErrorCode.BAD_SIGNATURE
-            ) from None
+        # Verify in a worker thread, but queue now: the batch waits for the verdict, so sends
+        # are stored in the order they arrived even when their checks finish out of order.
+        verified = loop.run_in_executor(
+            self._verifier, verify_envelope_signature, envelope, device.signing_key
+        )
         pending = _Pending(
             envelope=envelope,
             conversation_id=uuid.UUID(bytes=envelope.conversation_id),
             sender_account=account_id,
             sender_device=device.id,
+            verified=verified,
             future=loop.create_future(),
         )
         self._queue.append(pending)
@@ -205,6 +204,22 @@ class Delivery:
                     continue
                 if pushes:
                     self.on_committed(pushes)
+
+    @staticmethod
+    async def _drop_unverified(batch: list[_Pending]) -> list[_Pending]:
+        verdicts = await asyncio.gather(*(p.verified for p in batch), return_exceptions=True)
+        kept = []
+        for pending, verdict in zip(batch, verdicts, strict=True):
+            if verdict is None:
+                kept.append(pending)
+            elif not pending.future.done():
+                error = EnvelopeError(
+                    "envelope signature does not verify", code=ErrorCode.BAD_SIGNATURE
+                )
+                if not isinstance(verdict, InvalidSignature):
+                    error = _unavailable()
+                pending.future.set_exception(error)
+        return kept
 
     async def _commit(self, batch: list[_Pending], acks: dict[uuid.UUID, int]) -> list[Push]:
         now_ms = self.clock.now_ms()

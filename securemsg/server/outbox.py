@@ -29,22 +29,27 @@ class Outbox:
         """Queue `frame` if it fits in the budget; False otherwise (nothing queued)."""
         if self.closed:
             return True  # a closing socket swallows frames; the cursor covers them
-        size = len(frame)
-        if self._bytes + size > self.max_bytes and self._frames:
+        if not self._fits(len(frame)):
             return False
-        self._frames.append(frame)
-        self._bytes += size
-        self._readable.set()
-        if self._bytes >= self.max_bytes:
-            self._room.clear()
+        self._append(frame)
         return True
 
     async def put(self, frame: str) -> None:
-        """Queue `frame`, waiting while the budget is spent."""
-        while not self.closed and self._bytes >= self.max_bytes:
+        """Queue `frame`, waiting until it fits in the budget."""
+        while not self.closed and not self._fits(len(frame)):
             self._room.clear()
             await self._room.wait()
-        self.offer(frame)
+        if not self.closed:
+            self._append(frame)
+
+    def _fits(self, size: int) -> bool:
+        # A frame larger than the whole budget still goes through, alone.
+        return not self._frames or self._bytes + size <= self.max_bytes
+
+    def _append(self, frame: str) -> None:
+        self._frames.append(frame)
+        self._bytes += len(frame)
+        self._readable.set()
 
     async def get(self) -> str | None:
         """The next frame, or None once closed."""
@@ -55,8 +60,7 @@ class Outbox:
             await self._readable.wait()
         frame = self._frames.popleft()
         self._bytes -= len(frame)
-        if self._bytes < self.max_bytes:
-            self._room.set()
+        self._room.set()
         return frame
 
     def close(self) -> None:

@@ -64,11 +64,21 @@ async def test_invalid_token_in_auth_frame_closes_with_auth_failed(
 
 async def test_revoked_token_is_refused_on_socket_and_http(accounts: ServerProcess) -> None:
     token = accounts.login("carl")
-    assert httpx.post(accounts.http_url + "/v1/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
+    assert (
+        httpx.post(
+            accounts.http_url + "/v1/logout", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 204
+    )
     ws = await open_socket(accounts.ws_url, token=token)
-    code, seen = await until_closed(ws)
+    code, _seen = await until_closed(ws)
     assert code == 4401
-    assert httpx.get(accounts.http_url + "/v1/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert (
+        httpx.get(
+            accounts.http_url + "/v1/me", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 401
+    )
 
 
 async def test_bearer_header_and_auth_frame_both_authenticate(accounts: ServerProcess) -> None:
@@ -109,14 +119,21 @@ BAD_FRAMES = [
     ("unknown-type", json.dumps({"type": "teleport"}), 4400, "unknown_type"),
     ("deep-nesting", '{"type":"ping","x":' + "[" * 5000 + "]" * 5000 + "}", 4400, "too_deep"),
     ("huge-number", '{"type":"ack","seq":' + "9" * 100_000 + "}", 4400, "bad_frame"),
-    ("bad-base64", json.dumps({"type": "send", "envelope": "!!!not base64!!!"}), 4400, "bad_base64"),
+    (
+        "bad-base64",
+        json.dumps({"type": "send", "envelope": "!!!not base64!!!"}),
+        4400,
+        "bad_base64",
+    ),
     ("binary", b"\x00\x01\x02", 4400, "bad_frame"),
     ("not-an-object", "[1, 2, 3]", 4400, "bad_frame"),
     ("float", '{"type":"ack","seq":1.5}', 4400, "bad_frame"),
 ]
 
 
-@pytest.mark.parametrize(("name", "payload", "close", "code"), BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES])
+@pytest.mark.parametrize(
+    ("name", "payload", "close", "code"), BAD_FRAMES, ids=[b[0] for b in BAD_FRAMES]
+)
 async def test_malformed_frame_after_auth_gets_documented_close_and_server_keeps_serving(
     accounts: ServerProcess, name: str, payload: str | bytes, close: int, code: str
 ) -> None:
@@ -141,7 +158,9 @@ async def test_oversized_frame_closes_with_1009(accounts: ServerProcess) -> None
     assert "Traceback" not in accounts.log()
 
 
-async def test_malformed_auth_frame_closes_before_anything_is_processed(accounts: ServerProcess) -> None:
+async def test_malformed_auth_frame_closes_before_anything_is_processed(
+    accounts: ServerProcess,
+) -> None:
     before = await snapshot(accounts.database_url)
     ws = await open_socket(accounts.ws_url)
     await ws.send('{"type":"auth","token":' + "[" * 3000 + "]" * 3000 + "}")
@@ -150,7 +169,9 @@ async def test_malformed_auth_frame_closes_before_anything_is_processed(accounts
     assert await snapshot(accounts.database_url) == before
 
 
-def test_socket_without_auth_frame_is_closed_at_the_deadline(tmp_path: Path, sqlite_url: str) -> None:
+def test_socket_without_auth_frame_is_closed_at_the_deadline(
+    tmp_path: Path, sqlite_url: str
+) -> None:
     with running_server(tmp_path, sqlite_url, auth_deadline_seconds=0.3) as server:
 
         async def check() -> None:
@@ -197,7 +218,9 @@ def test_sockets_per_account_are_capped(tmp_path: Path, sqlite_url: str) -> None
         asyncio.run(check())
 
 
-def test_disabling_an_account_closes_its_open_sockets_within_seconds(tmp_path: Path, database_url: str) -> None:
+def test_disabling_an_account_closes_its_open_sockets_within_seconds(
+    tmp_path: Path, database_url: str
+) -> None:
     with running_server(tmp_path, database_url, session_check_interval_seconds=0.2) as server:
         server.create_account("carl", "client")
         token = server.login("carl")
@@ -209,7 +232,10 @@ def test_disabling_an_account_closes_its_open_sockets_within_seconds(tmp_path: P
             assert code == 4410 and seen[-1]["code"] == "session_ended"
 
         asyncio.run(check())
-        response = httpx.post(server.http_url + "/v1/login", json={"username": "carl", "password": "correct horse battery"})
+        response = httpx.post(
+            server.http_url + "/v1/login",
+            json={"username": "carl", "password": "correct horse battery"},
+        )
         assert response.status_code == 401
 
 
@@ -221,7 +247,9 @@ def test_logout_closes_open_sockets_of_that_session(tmp_path: Path, sqlite_url: 
         async def check() -> None:
             ws, _ = await authenticated(server.ws_url, token)
             async with httpx.AsyncClient() as client:
-                r = await client.post(server.http_url + "/v1/logout", headers={"Authorization": f"Bearer {token}"})
+                r = await client.post(
+                    server.http_url + "/v1/logout", headers={"Authorization": f"Bearer {token}"}
+                )
                 assert r.status_code == 204
             code, _ = await until_closed(ws, timeout=5)
             assert code == 4410

@@ -50,11 +50,26 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
-    def cli(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "securemsg", *args, "--data-dir", str(self.data_dir),
-             "--database-url", self.database_url],
-            input=stdin, capture_output=True, text=True, env=self.env, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "securemsg",
+                *args,
+                "--data-dir",
+                str(self.data_dir),
+                "--database-url",
+                self.database_url,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            check=False,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"securemsg {' '.join(args)} failed: {result.stderr}")
@@ -65,7 +80,9 @@ class ServerProcess:
         return out.strip().rsplit("(", 1)[1].rstrip(")")
 
     def create_conversation(self, therapist: str, client: str) -> str:
-        return self.cli("conversation", "create", therapist, client).stdout.strip().rsplit(" ", 1)[1]
+        return (
+            self.cli("conversation", "create", therapist, client).stdout.strip().rsplit(" ", 1)[1]
+        )
 
     def start(self, **settings: Any) -> None:
         self.port = free_port()
@@ -74,10 +91,23 @@ class ServerProcess:
             env["SECUREMSG_" + key.upper()] = str(value)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-            [sys.executable, "-m", "securemsg", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--database-url", self.database_url,
-             "--keys-dir", str(self.data_dir / "keys")],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "securemsg",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--database-url",
+                    self.database_url,
+                    "--keys-dir",
+                    str(self.data_dir / "keys"),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -109,8 +139,10 @@ class ServerProcess:
 
     def login(self, username: str, password: str = PASSWORD, **headers: str) -> str:
         response = httpx.post(
-            self.http_url + "/v1/login", json={"username": username, "password": password},
-            headers=headers, timeout=10,
+            self.http_url + "/v1/login",
+            json={"username": username, "password": password},
+            headers=headers,
+            timeout=10,
         )
         assert response.status_code == 200, response.text
         return str(response.json()["token"])

@@ -9,11 +9,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 
-async def open_socket(url: str, *, token: str | None = None, origin: str | None = None,
-                      **kwargs: Any) -> ClientConnection:
+async def open_socket(
+    url: str, *, token: str | None = None, origin: str | None = None, **kwargs: Any
+) -> ClientConnection:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return await connect(url, additional_headers=headers, origin=origin,  # type: ignore[arg-type]
-                         compression=None, open_timeout=10, **kwargs)
+    return await connect(
+        url,
+        additional_headers=headers,
+        origin=origin,  # type: ignore[arg-type]
+        compression=None,
+        open_timeout=10,
+        **kwargs,
+    )
 
 
 async def recv_json(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]:
@@ -25,7 +32,9 @@ async def recv_json(ws: ClientConnection, timeout: float = 10) -> dict[str, Any]
     return value
 
 
-async def until_closed(ws: ClientConnection, timeout: float = 10) -> tuple[int | None, list[dict[str, Any]]]:
+async def until_closed(
+    ws: ClientConnection, timeout: float = 10
+) -> tuple[int | None, list[dict[str, Any]]]:
     """Read until the server closes; return the close code and the frames seen before it."""
     import asyncio
 
