@@ -1,0 +1,63 @@
+"""Settings: one object, environment variables, safe defaults, every field documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+
+from securemsg.settings import Settings
+
+DOCS = Path(__file__).parent.parent / "docs"
+
+
+def test_environment_variables_set_fields_and_arguments_win() -> None:
+    env = {
+        "SECUREMSG_MAX_FRAME_BYTES": "1000",
+        "SECUREMSG_ALLOWED_ORIGINS": "https://a, https://b",
+        "SECUREMSG_AUTO_MIGRATE": "no",
+        "SECUREMSG_PORT": "9000",
+    }
+    settings = Settings.load(env, port=9100)
+    assert settings.max_frame_bytes == 1000
+    assert settings.allowed_origins == ("https://a", "https://b")
+    assert settings.auto_migrate is False
+    assert settings.port == 9100
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SECUREMSG_PORT", "eighty"),
+        ("SECUREMSG_AUTO_MIGRATE", "maybe"),
+        ("SECUREMSG_IDLE_TIMEOUT_SECONDS", "-1"),
+    ],
+)
+def test_unreadable_or_negative_setting_is_refused_with_its_name(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=name.removeprefix("SECUREMSG_").lower()):
+        Settings.load({name: value})
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown settings: bogus"):
+        Settings.load({}, bogus=1)
+
+
+def test_default_database_is_sqlite_in_the_data_directory() -> None:
+    settings = Settings.load({}, data_dir=Path("/srv/sm"))
+    assert settings.effective_database_url == "sqlite+aiosqlite:////srv/sm/securemsg.db"
+
+
+def test_every_setting_is_documented_in_operations_md() -> None:
+    text = (DOCS / "operations.md").read_text()
+    documented = set(re.findall(r"`([a-z0-9_]+)`", text))
+    missing = [f.name for f in dataclasses.fields(Settings) if f.name not in documented]
+    assert missing == []
+
+
+def test_every_limit_has_a_positive_default() -> None:
+    for field in dataclasses.fields(Settings):
+        if field.name.startswith("max_") or field.name.endswith(("_seconds", "_bytes")):
+            assert getattr(Settings(), field.name) > 0, field.name
