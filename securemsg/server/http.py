@@ -239,15 +239,12 @@ async def conversations(request: Request, services: Services, principal: Princip
 async def publish_devices(request: Request, services: Services, principal: Principal) -> Response:
     body = await read_json(request, services)
     certificates = body.get("certificates", [])
-    if (
-        not isinstance(certificates, list)
-        or len(certificates) > services.settings.max_devices_per_account
-    ):
+    if not isinstance(certificates, list) or not all(isinstance(c, str) for c in certificates):
         raise HttpError(ErrorCode.BAD_REQUEST, "'certificates' must be a list of base64 strings")
-    certs = [
-        frames.decode_b64(c, what="certificate") if isinstance(c, str) else b""
-        for c in certificates
-    ]
+    limit = services.settings.max_devices_per_account
+    if len(certificates) > limit:
+        raise HttpError(ErrorCode.BAD_DEVICE, f"more than {limit} device certificates")
+    certs = [frames.decode_b64(c, what="certificate") for c in certificates]
     result = await services.devices.publish(
         principal.account_id,
         identity_key=b64_field(body, "identity_key"),

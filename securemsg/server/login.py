@@ -1,8 +1,9 @@
 """Login, token authentication, logout and revocation, as a service with time passed in.
 
 Rate limits are checked before any hash is computed: every attempt from an address takes a
-token from that address's bucket, and every failed attempt on a username takes one from the
-username's bucket. Unknown user, wrong password and disabled account fail identically.
+token from that address's bucket, and every attempt on a username takes one from the username's
+bucket, given back when the login succeeds (so only failures count, yet concurrent guesses cannot
+all slip past the check). Unknown user, wrong password and disabled account fail identically.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class LoginService:
                 "too many login attempts from this address",
                 self.by_address.retry_after_seconds(address, now_ms),
             )
-        if not self.by_account.allowed(username, now_ms):
+        if not self.by_account.take(username, now_ms):
             raise LoginError(
                 ErrorCode.RATE_LIMITED,
                 "too many failed logins for this account",
@@ -89,10 +90,11 @@ class LoginService:
                 None if account is None else account.password_hash, password
             )
         except HashingOverloaded:
+            self.by_account.give_back(username)
             raise LoginError(ErrorCode.UNAVAILABLE, "server busy, try again", 1.0) from None
         if not ok or account is None or account.disabled:
-            self.by_account.take(username, now_ms)
             raise LoginError(ErrorCode.LOGIN_FAILED, "unknown username or wrong password")
+        self.by_account.give_back(username)
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expires_ms = now_ms + int(self.settings.session_lifetime_seconds * 1000)
         async with self.database.write() as conn:

@@ -37,10 +37,6 @@ class RateLimiter:
             bucket.updated_ms = now_ms
         return bucket
 
-    def allowed(self, key: object, now_ms: int) -> bool:
-        """True when `key` has a token left (does not take one)."""
-        return self._bucket(key, now_ms).tokens >= 1
-
     def take(self, key: object, now_ms: int) -> bool:
         """Take a token; False (and nothing taken) when the bucket is empty."""
         bucket = self._bucket(key, now_ms)
@@ -48,6 +44,12 @@ class RateLimiter:
             return False
         bucket.tokens -= 1
         return True
+
+    def give_back(self, key: object) -> None:
+        """Return a token taken by `take` (capped at the capacity)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(self.capacity, bucket.tokens + 1)
 
     def retry_after_seconds(self, key: object, now_ms: int) -> float:
         bucket = self._bucket(key, now_ms)
