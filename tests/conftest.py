@@ -43,22 +43,31 @@ async def _pg(url: str, statement: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'securemsg.db'}"
-        return
+def _fresh_postgres_database() -> Iterator[str]:
     base = os.environ.get(POSTGRES_ENV)
     if not base:
         _missing(POSTGRES_ENV, "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
         raise AssertionError("unreachable")
     name = f"securemsg_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_pg(base, f'CREATE DATABASE "{name}"'))
-    server_url = base.rsplit("/", 1)[0] + "/" + name
     try:
-        yield server_url
+        yield base.rsplit("/", 1)[0] + "/" + name
     finally:
         asyncio.run(_pg(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'securemsg.db'}"
+    else:
+        yield from _fresh_postgres_database()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (for tests that only make sense there)."""
+    yield from _fresh_postgres_database()
 
 
 @pytest.fixture
