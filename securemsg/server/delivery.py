@@ -190,6 +190,7 @@ class Delivery:
                 batch = [
                     self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
                 ]
+                batch = await self._drop_unverified(batch)
                 acks, self._acks = self._acks, {}
                 try:
                     pushes = await self._commit(batch, acks)
