@@ -1,0 +1,189 @@
+"""The delivery service without Starlette: checks, group commit, queues and acks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from securemsg.clock import FakeClock
+from securemsg.crypto.envelope import seal_envelope
+from securemsg.crypto.keys import DeviceKeys
+from securemsg.protocol.errors import EnvelopeError, ErrorCode
+from securemsg.server.delivery import Accepted, Delivery, Push
+from securemsg.settings import Settings
+from securemsg.storage.accounts import AccountStore, Role
+from securemsg.storage.conversations import ConversationStore
+from securemsg.storage.database import Database
+from securemsg.storage.devices import Device, DeviceStore
+
+
+@dataclass
+class Member:
+    account: uuid.UUID
+    device: Device
+    keys: DeviceKeys
+
+
+async def _member(database: Database, name: str, role: Role, now_ms: int) -> Member:
+    keys = DeviceKeys.generate()
+    async with database.write() as conn:
+        account = await AccountStore(conn).create(
+            username=name, role=role, password_hash="x", now_ms=now_ms
+        )
+        device_id = uuid.uuid4()
+        await DeviceStore(conn).add(
+            device_id=device_id,
+            account_id=account.id,
+            signing_key=keys.signing_key,
+            encryption_key=keys.encryption_key,
+            certificate=b"c",
+            now_ms=now_ms,
+        )
+        device = await DeviceStore(conn).get(device_id)
+    assert device is not None
+    return Member(account.id, device, keys)
+
+
+@dataclass
+class World:
+    delivery: Delivery
+    pushes: list[Push]
+    tess: Member
+    carl: Member
+    olga: Member
+    conversation: uuid.UUID
+    clock: FakeClock
+
+    def seal(
+        self,
+        author: Member,
+        text: str = "hi",
+        *,
+        to: Sequence[Member] | None = None,
+        message_id: bytes | None = None,
+        **overrides: object,
+    ) -> bytes:
+        recipients = {m.device.id.bytes: m.keys.encryption_key for m in (to or [self.carl])}
+        sender = author
+        fields: dict[str, object] = dict(
+            sender=sender.keys,
+            sender_account=sender.account.bytes,
+            sender_device=sender.device.id.bytes,
+            conversation_id=self.conversation.bytes,
+            message_id=message_id or os.urandom(16),
+            timestamp_ms=self.clock.now_ms(),
+            recipients=recipients,
+            plaintext=text.encode(),
+        )
+        fields.update(overrides)
+        return seal_envelope(**fields)  # type: ignore[arg-type]
+
+    async def submit(self, sender: Member, raw: bytes) -> Accepted:
+        return await self.delivery.submit(raw, account_id=sender.account, device=sender.device)
+
+
+@pytest.fixture
+async def world(database: Database, clock: FakeClock) -> AsyncIterator[World]:
+    pushes: list[Push] = []
+    delivery = Delivery(database, Settings(), clock, pushes.extend)
+    now = clock.now_ms()
+    tess = await _member(database, "tess", Role.THERAPIST, now)
+    carl = await _member(database, "carl", Role.CLIENT, now)
+    olga = await _member(database, "olga", Role.CLIENT, now)
+    async with database.write() as conn:
+        conversation = await ConversationStore(conn).create(
+            therapist_id=tess.account, client_id=carl.account, now_ms=now
+        )
+    delivery.start()
+    yield World(delivery, pushes, tess, carl, olga, conversation, clock)
+    await delivery.stop()
+
+
+async def test_accepted_send_is_queued_for_each_recipient_device(world: World) -> None:
+    accepted = await world.submit(world.tess, world.seal(world.tess))
+    assert accepted.duplicate is False
+    assert [(d, s) for d, s, _ in world.pushes] == [(world.carl.device.id, 1)]
+    queue = await world.delivery.queue(world.carl.device.id, after=0, limit=10)
+    assert [q.seq for q in queue.deliveries] == [1]
+
+
+async def test_bad_signature_is_refused_and_nothing_is_queued(world: World) -> None:
+    raw = bytearray(world.seal(world.tess))
+    raw[-1] ^= 1
+    with pytest.raises(EnvelopeError) as caught:
+        await world.submit(world.tess, bytes(raw))
+    assert caught.value.code is ErrorCode.BAD_SIGNATURE
+    assert world.pushes == []
+
+
+async def test_signature_by_another_device_key_is_refused(world: World) -> None:
+    raw = world.seal(world.tess, sender=world.carl.keys)
+    with pytest.raises(EnvelopeError) as caught:
+        await world.submit(world.tess, raw)
+    assert caught.value.code is ErrorCode.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("non-member", ErrorCode.NOT_MEMBER),
+        ("stranger", ErrorCode.BAD_RECIPIENTS),
+        ("skew", ErrorCode.CLOCK_SKEW),
+        ("forged", ErrorCode.WRONG_SENDER),
+    ],
+)
+async def test_policy_refusals_have_their_codes(world: World, case: str, code: ErrorCode) -> None:
+    if case == "non-member":
+        call = world.submit(world.olga, world.seal(world.olga))
+    elif case == "stranger":
+        call = world.submit(world.tess, world.seal(world.tess, to=[world.carl, world.olga]))
+    elif case == "skew":
+        call = world.submit(
+            world.tess, world.seal(world.tess, timestamp_ms=world.clock.now_ms() - 301_000)
+        )
+    else:
+        call = world.submit(
+            world.tess, world.seal(world.tess, sender_device=world.carl.device.id.bytes)
+        )
+    with pytest.raises(EnvelopeError) as caught:
+        await call
+    assert caught.value.code is code
+    assert world.pushes == []
+
+
+async def test_concurrent_sends_commit_together_in_arrival_order(world: World) -> None:
+    raws = [world.seal(world.tess, f"m{i}") for i in range(50)]
+    results = await asyncio.gather(*(world.submit(world.tess, raw) for raw in raws))
+    assert len(results) == 50
+    assert [s for _, s, _ in world.pushes] == list(range(1, 51))
+    assert [data for _, _, data in world.pushes] == raws
+
+
+async def test_identical_retry_is_idempotent_and_a_different_one_is_a_duplicate(
+    world: World,
+) -> None:
+    message_id = os.urandom(16)
+    raw = world.seal(world.tess, message_id=message_id)
+    first, again, concurrent = await asyncio.gather(
+        world.submit(world.tess, raw), world.submit(world.tess, raw), world.submit(world.tess, raw)
+    )
+    assert {r.message_id for r in (first, again, concurrent)} == {message_id}
+    assert len(world.pushes) == 1
+    with pytest.raises(EnvelopeError) as caught:
+        await world.submit(world.tess, world.seal(world.tess, "other", message_id=message_id))
+    assert caught.value.code is ErrorCode.DUPLICATE_MESSAGE
+
+
+async def test_acknowledged_deliveries_leave_the_queue(world: World) -> None:
+    for i in range(5):
+        await world.submit(world.tess, world.seal(world.tess, f"m{i}"))
+    world.delivery.acknowledge(world.carl.device.id, 3)
+    await world.submit(world.tess, world.seal(world.tess, "flush"))  # acks ride with the next batch
+    queue = await world.delivery.queue(world.carl.device.id, after=0, limit=10)
+    assert [q.seq for q in queue.deliveries] == [4, 5, 6]
+    assert queue.acked_seq == 3
