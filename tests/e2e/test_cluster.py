@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,20 +13,29 @@ import pytest
 from securemsg.crypto.keys import DeviceKeys
 from securemsg.protocol.envelope import EnvelopeLimits, parse_envelope
 from tests.support.peer import Peer, pair
-from tests.support.server import running_server
+from tests.support.server import ServerProcess, running_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
-def test_message_sent_to_one_node_is_delivered_live_by_another(
+@contextlib.contextmanager
+def two_nodes(
     tmp_path: Path, postgres_url: str, redis_url: str
-) -> None:
+) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two server processes sharing one database and one Redis."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with (
         running_server(tmp_path / "a", postgres_url, redis_url=redis_url) as node_a,
         running_server(tmp_path / "b", postgres_url, redis_url=redis_url) as node_b,
     ):
+        yield node_a, node_b
+
+
+def test_message_sent_to_one_node_is_delivered_live_by_another(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    with two_nodes(tmp_path, postgres_url, redis_url) as (node_a, node_b):
         tess, carl, conversation = pair(node_a)
         carl.server = node_b  # carl's socket lives on the other node
 
@@ -50,12 +61,7 @@ def test_message_sent_to_one_node_is_delivered_live_by_another(
 def test_one_device_queue_written_by_two_nodes_at_once_stays_gapless_and_ordered(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    with (
-        running_server(tmp_path / "a", postgres_url, redis_url=redis_url) as node_a,
-        running_server(tmp_path / "b", postgres_url, redis_url=redis_url) as node_b,
-    ):
+    with two_nodes(tmp_path, postgres_url, redis_url) as (node_a, node_b):
         tess, carl, conversation = pair(node_a)
         # A second device of Tess's, on node B: both of her devices write to Carl's queue at once.
         tess_b = Peer(node_b, "tess", identity=tess.identity, device=DeviceKeys.generate()).login()
