@@ -109,7 +109,7 @@ class SocketSession:
         self._unauth_slot = True
         self._closing: tuple[CloseCode, ErrorCode, str] | None = None
         self._peer_gone = False
-        self._replies: collections.deque[asyncio.Task[Accepted]] = collections.deque()
+        self._replies: collections.deque[asyncio.Future[Accepted]] = collections.deque()
         self._reply_ready = asyncio.Event()
         self._inflight = asyncio.Semaphore(MAX_INFLIGHT_SENDS)
         self._send_limiter = RateLimiter(
@@ -303,9 +303,17 @@ class SocketSession:
 
     async def _send(self, frame: frames.Send) -> None:
         assert self.device is not None and self.account_id is not None
-        if not self._send_limiter.take(None, self.services.clock.now_ms()):
-            raise ProtocolError("sending too fast; slow down", code=ErrorCode.RATE_LIMITED)
         await self._inflight.acquire()
+        if not self._send_limiter.take(None, self.services.clock.now_ms()):
+            # Answered by the replier like every other send, so replies stay in send order
+            # (docs/protocol.md §3.3); raising here would put the error ahead of earlier replies.
+            refused: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+            refused.set_exception(
+                ProtocolError("sending too fast; slow down", code=ErrorCode.RATE_LIMITED)
+            )
+            self._replies.append(refused)
+            self._reply_ready.set()
+            return
         task = asyncio.create_task(
             self.services.delivery.submit(
                 frame.envelope, account_id=self.account_id, device=self.device

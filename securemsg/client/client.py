@@ -1,0 +1,526 @@
+"""`Client`: the SDK's one entry point, wiring keystore, HTTP API, socket, inbox and outbox.
+
+    async with Client.connect("https://chat.example", keystore="me.keys", passphrase=pw) as c:
+        await c.login("alice", password)
+        async for event in c.events():
+            if isinstance(event, Message):
+                await c.send(event.conversation, "got it")
+
+An event counts as consumed when the application asks for the next one (or leaves the `async
+with` block without an exception); only then do the cursor and the message chains advance, the
+keystore is saved, and the delivery is acknowledged to the server. docs/sdk.md is the guide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from securemsg.client import devices as own_devices
+from securemsg.client.chain import SendChain
+from securemsg.client.connection import Connection, ConnectionOptions
+from securemsg.client.conversations import Conversation, ConversationBook
+from securemsg.client.devices import DeviceApproval, DeviceRequest
+from securemsg.client.errors import (
+    ClientClosed,
+    ClientError,
+    PeerKeyChanged,
+    PeerUnavailable,
+    SendRefused,
+    VerificationFailed,
+)
+from securemsg.client.events import AccountId, CaughtUp, DeviceId, Event, Gap
+from securemsg.client.http import Api, Session
+from securemsg.client.inbox import Delivery, Inbound, Inbox, Processed, Terminal
+from securemsg.client.keystore import Keystore, PeerRecord, PendingSend
+from securemsg.client.outbox import Outbox, Sent
+from securemsg.client.payload import NO_PREVIOUS, Payload, chain_hash, encode_payload
+from securemsg.client.peers import Peers
+from securemsg.client.persistence import StateWriter
+from securemsg.crypto.envelope import seal_envelope
+from securemsg.crypto.keystore import KdfParams
+from securemsg.crypto.safety import SafetyNumber, SafetyNumberMismatch, safety_number
+from securemsg.protocol.devices import DeviceEntry
+from securemsg.protocol.envelope import EnvelopeLimits
+from securemsg.protocol.errors import EnvelopeError
+
+MESSAGE_ID_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """Tuning knobs; the defaults suit an app talking to a server with default settings."""
+
+    timeout_seconds: float = 10.0  # HTTP requests, WebSocket opening, login's wait to attach
+    reconnect_initial_seconds: float = 0.2
+    reconnect_max_seconds: float = 30.0
+    reply_timeout_seconds: float = 30.0
+    keepalive_seconds: float = 60.0
+    device_refresh_seconds: float = 60.0  # how long a fetched device list is used before a send
+    send_rate_per_second: float = 100.0  # stay below the server's send_rate_per_second (200)
+    send_burst: int = 100
+    send_window: int = 128  # sends awaiting `accepted` at once
+    inbound_limit: int = 1024  # deliveries received but not yet consumed
+    websocket_url: str | None = None  # default: the server URL with ws(s):// and /v1/ws
+    kdf: KdfParams | None = None  # Argon2id cost for a new keystore (default KdfParams())
+    limits: EnvelopeLimits = field(default_factory=EnvelopeLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """A device on an account's verified device list."""
+
+    id: DeviceId
+    this_device: bool
+
+
+class Client:
+    """An end-to-end encrypted messaging client for one device. Create it with `connect`."""
+
+    def __init__(self, url: str, keystore: Keystore, options: ClientOptions) -> None:
+        self.options = options
+        self._keystore = keystore
+        self._state = keystore.state
+        self._api = Api(url, timeout_seconds=options.timeout_seconds)
+        self._ws_url = options.websocket_url or _websocket_url(url)
+        self._inbound = Inbound(options.inbound_limit)
+        self._writer = StateWriter(keystore, on_saved=self._on_saved)
+        self._peers = Peers(
+            self._state,
+            self._api,
+            refresh_seconds=options.device_refresh_seconds,
+            notify=self._inbound.put,
+            on_change=self._writer.mark,
+        )
+        self._conversations = ConversationBook(self._state, self._api, on_change=self._writer.mark)
+        self._inbox = Inbox(
+            self._state, self._peers, self._conversations.lookup, limits=options.limits
+        )
+        self._outbox = Outbox(
+            self._state,
+            self._writer,
+            rate_per_second=options.send_rate_per_second,
+            burst=options.send_burst,
+            window=options.send_window,
+            notify=self._inbound.put,
+            resealer=self._reseal,
+        )
+        self._connection: Connection | None = None
+        self._connection_task: asyncio.Task[None] | None = None
+        self._session: Session | None = None
+        self._send_lock = asyncio.Lock()
+        self._consume_lock = asyncio.Lock()
+        self._current: Processed | None = None
+        self._unread: collections.deque[Event] = collections.deque()
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        keystore: str | os.PathLike[str],
+        passphrase: str | bytes,
+        options: ClientOptions | None = None,
+    ) -> _Opening:
+        """Open (or create) the keystore and return the client; use `async with` or `await`.
+
+        `url` is the server's base URL (`https://host:port`). Raises `WrongPassphrase`,
+        `KeystoreTampered` or `KeystoreError`.
+        """
+        chosen = options or ClientOptions()
+
+        async def open_client() -> Client:
+            store = await asyncio.to_thread(Keystore.open, keystore, passphrase, kdf=chosen.kdf)
+            return cls(url, store, chosen)
+
+        return _Opening(open_client)
+
+    async def login(self, username: str, password: str) -> None:
+        """Log in, register this device on first use, and attach the socket.
+
+        Returns once the socket is attached (or after `timeout_seconds` while it keeps trying).
+        Raises `AuthenticationError`, `ConnectionLost`, `DeviceRevoked` or `ClientError`.
+        """
+        self._check_open()
+        if self._session is not None:
+            raise ClientError("already logged in")
+        session = await self._api.login(username, password)
+        state = self._state
+        if state.account is None:
+            state.account = session.account
+        elif state.account != session.account:
+            raise ClientError(f"keystore {self._keystore.path} belongs to another account")
+        state.username = session.username
+        await own_devices.register(state, self._api, save=self._save_now)
+        await self.refresh_conversations()
+        for account in {session.account, *(c.peer.account for c in self.conversations())}:
+            await self._peers.refresh(account)
+        self._session = session
+        self._writer.start()
+        self._connection = Connection(
+            self._ws_url,
+            token=lambda: self._api.token,
+            state=state,
+            device_keys=state.device_keys,
+            inbound=self._inbound,
+            outbox=self._outbox,
+            options=ConnectionOptions(
+                open_timeout_seconds=self.options.timeout_seconds,
+                reconnect_initial_seconds=self.options.reconnect_initial_seconds,
+                reconnect_max_seconds=self.options.reconnect_max_seconds,
+                reply_timeout_seconds=self.options.reply_timeout_seconds,
+                keepalive_seconds=self.options.keepalive_seconds,
+            ),
+        )
+        task = asyncio.create_task(self._connection.run(), name="sdk-connection")
+        self._connection_task = task
+        attached = asyncio.ensure_future(self._connection.attached.wait())
+        await asyncio.wait(
+            {attached, task},
+            timeout=self.options.timeout_seconds,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        attached.cancel()
+        if self._connection.error is not None:
+            raise self._connection.error
+
+    async def close(self, *, consumed: bool = True) -> None:
+        """Stop the connection and save the keystore. With `consumed`, the last event handed out
+        counts as handled (leaving `async with` normally); otherwise it is delivered again."""
+        if self._closed:
+            return
+        self._closed = True
+        if consumed and self._current is not None and not self._unread:
+            self._current.commit(self._state)
+            self._writer.mark()
+        if self._connection is not None:
+            await self._connection.close()
+        if self._connection_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._connection_task), timeout=2)
+            self._connection_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connection_task
+        self._outbox.fail_waiting(ClientClosed("the client was closed"))
+        if self._state.account is not None:
+            await self._writer.close()
+        await self._api.close()
+        self._keystore.close()
+
+    async def logout(self) -> None:
+        """End the server session and close the client."""
+        with contextlib.suppress(ClientError):
+            await self._api.logout()
+        await self.close()
+
+    # -- who and where ------------------------------------------------------------------------
+
+    @property
+    def account(self) -> AccountId | None:
+        return None if self._state.account is None else AccountId(self._state.account)
+
+    @property
+    def username(self) -> str | None:
+        return self._state.username
+
+    @property
+    def role(self) -> str | None:
+        return None if self._session is None else self._session.role
+
+    @property
+    def device_id(self) -> DeviceId:
+        return DeviceId(self._state.device_id)
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the socket was lost and opened again since login."""
+        return 0 if self._connection is None else self._connection.reconnects
+
+    @property
+    def pending_sends(self) -> int:
+        """Messages recorded but not yet accepted by the server (retried on reconnect)."""
+        return len(self._outbox)
+
+    def conversations(self) -> list[Conversation]:
+        """The conversations this account reads, as of the last refresh."""
+        return self._conversations.all()
+
+    async def refresh_conversations(self) -> list[Conversation]:
+        """Fetch the conversations again (a message in a new one also triggers this)."""
+        return await self._conversations.refresh()
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(self, conversation: uuid.UUID, content: str | bytes) -> Sent:
+        """Encrypt `content` to the conversation's two readers' verified devices and send it.
+
+        Returns once the server durably stored it. Survives reconnects (the same envelope is
+        retried). Raises `PeerKeyChanged`, `PeerUnavailable`, `SendRefused`, `ClientClosed`.
+        """
+        self._check_open()
+        if self._session is None:
+            raise ClientError("log in before sending")
+        if not isinstance(content, str | bytes):
+            raise TypeError("content must be str or bytes")
+        async with self._send_lock:
+            found = await self._conversations.lookup(conversation)
+            if found is None:
+                raise ClientError(f"conversation {conversation} is not one this account reads")
+            chain = self._state.send_chains.get(found.id, SendChain())
+            payload = encode_payload(
+                Payload(
+                    chain.counter + 1,
+                    chain.last_hash if chain.counter else NO_PREVIOUS,
+                    content,
+                )
+            )
+            message_id = os.urandom(MESSAGE_ID_BYTES)
+            envelope = await self._seal(found, message_id, payload, refresh=False)
+            self._state.send_chains[found.id] = SendChain(
+                chain.counter + 1,
+                chain_hash(
+                    conversation_id=found.id.bytes,
+                    message_id=message_id,
+                    sender_device=self._state.device_id.bytes,
+                    payload=payload,
+                ),
+            )
+            future = self._outbox.add(PendingSend(found.id, message_id, envelope), payload)
+        return await future
+
+    async def _seal(
+        self, conversation: Conversation, message_id: bytes, payload: bytes, *, refresh: bool
+    ) -> bytes:
+        me, peer = conversation.me.account, conversation.peer.account
+        for account in (peer, me):
+            if refresh:
+                await self._peers.refresh(account)
+            else:
+                await self._peers.ensure_fresh(account)
+        self._peers.check_sendable(peer)
+        if not self._peers.devices(peer):
+            raise PeerUnavailable(f"{conversation.peer.username} has no verified device")
+        recipients = {**self._peers.devices(peer), **self._peers.devices(me)}
+        recipients.pop(self._state.device_id.bytes, None)
+        assert self._state.account is not None
+        try:
+            return seal_envelope(
+                sender=self._state.device_keys,
+                sender_account=self._state.account.bytes,
+                sender_device=self._state.device_id.bytes,
+                conversation_id=conversation.id.bytes,
+                message_id=message_id,
+                timestamp_ms=int(time.time() * 1000),
+                recipients=recipients,
+                plaintext=payload,
+                limits=self.options.limits,
+            )
+        except EnvelopeError as error:
+            raise SendRefused(str(error), code=error.code) from None
+
+    async def _reseal(self, conversation_id: uuid.UUID, message_id: bytes, payload: bytes) -> bytes:
+        found = await self._conversations.lookup(conversation_id)
+        if found is None:
+            raise ClientError(f"conversation {conversation_id} is no longer readable")
+        return await self._seal(found, message_id, payload, refresh=True)
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event, in order, forever (until the client closes or the session ends)."""
+        while True:
+            try:
+                event = await self.next_event()
+            except ClientClosed:
+                return
+            yield event
+
+    async def next_event(self) -> Event:
+        """The next event. Asking for it marks the previous one consumed (see module doc).
+
+        Wrap it in `asyncio.timeout` to wait a bounded time. Raises the connection's final error
+        (`AuthenticationError`, `DeviceRevoked`, `Displaced`) once everything before it was read.
+        """
+        self._check_open()
+        async with self._consume_lock:
+            while True:
+                if self._unread:
+                    return self._unread.popleft()
+                if self._current is not None:
+                    self._current.commit(self._state)
+                    self._current = None
+                    self._writer.mark()
+                item = await self._inbound.get()
+                if isinstance(item, Terminal):
+                    self._inbound.put(item)  # keep raising it
+                    raise item.error
+                if isinstance(item, Delivery | Gap | CaughtUp):
+                    self._current = await self._inbox.process(item)
+                    self._unread.extend(self._current.events)
+                    continue
+                return item
+
+    async def _on_saved(self, cursor: int) -> None:
+        if self._connection is not None:
+            await self._connection.ack(cursor)
+
+    async def _save_now(self) -> None:
+        await self._writer.durable(self._writer.mark())
+
+    # -- trust --------------------------------------------------------------------------------
+
+    def safety_number(self, account: uuid.UUID) -> SafetyNumber:
+        """The safety number of this account and `account` (digits and QR payload), for the
+        identity key that `verify_peer` would pin (a pending new key, if there is one)."""
+        record = self._peer_record(account)
+        assert self._state.account is not None and self._state.identity_public_key is not None
+        return safety_number(
+            local_account=self._state.account.bytes,
+            local_identity_key=self._state.identity_public_key,
+            remote_account=account.bytes,
+            remote_identity_key=record.pending_identity_key or record.identity_key,
+        )
+
+    async def verify_peer(self, account: uuid.UUID, *, scanned: bytes | None = None) -> None:
+        """Mark the peer verified (after comparing safety numbers, or with the QR payload
+        scanned from the peer's screen). Pins a pending new identity key."""
+        number = self.safety_number(account)
+        if scanned is not None:
+            try:
+                number.check_scanned(scanned)
+            except SafetyNumberMismatch as error:
+                raise VerificationFailed(str(error)) from None
+        self._peers.accept_pending(account, verified=True)
+        await self._peers.refresh(account)
+        await self._save_now()
+
+    async def accept_identity_change(self, account: uuid.UUID) -> None:
+        """Trust an unverified peer's new identity key (sends to them resume)."""
+        record = self._peer_record(account)
+        if record.verified and record.pending_identity_key is not None:
+            raise PeerKeyChanged(
+                "this peer was verified: compare safety numbers again and call verify_peer",
+                account=account,
+                verified=True,
+            )
+        self._peers.accept_pending(account, verified=False)
+        await self._peers.refresh(account)
+        await self._save_now()
+
+    def is_verified(self, account: uuid.UUID) -> bool:
+        record = self._state.peers.get(account)
+        return record is not None and record.verified and record.pending_identity_key is None
+
+    def _peer_record(self, account: uuid.UUID) -> PeerRecord:
+        record = self._state.peers.get(account)
+        if record is None:
+            raise PeerUnavailable(f"no identity key known for account {account}")
+        return record
+
+    # -- devices ------------------------------------------------------------------------------
+
+    def devices(self, account: uuid.UUID | None = None) -> list[DeviceInfo]:
+        """The devices on an account's verified device list (default: this account)."""
+        target = account or self._state.account
+        assert target is not None
+        return [
+            DeviceInfo(DeviceId(uuid.UUID(bytes=d)), d == self._state.device_id.bytes)
+            for d in sorted(self._peers.devices(target))
+        ]
+
+    async def refresh_devices(self, account: uuid.UUID) -> list[DeviceInfo]:
+        await self._peers.refresh(account)
+        return self.devices(account)
+
+    async def device_request(self) -> DeviceRequest:
+        """For a new device of an existing account: what the managing device must approve."""
+        if self._state.identity is not None or self._state.account is not None:
+            raise ClientError("this keystore already belongs to a registered device")
+        await self._save_now()
+        keys = self._state.device_keys
+        return DeviceRequest(self._state.device_id, keys.signing_key, keys.encryption_key)
+
+    async def accept_approval(self, approval: DeviceApproval | str) -> None:
+        """Pin the account and identity key the managing device showed; then log in."""
+        if isinstance(approval, str):
+            approval = DeviceApproval.decode(approval)
+        if self._state.identity_public_key is not None:
+            raise ClientError("this keystore already has an identity key")
+        self._state.account = approval.account
+        self._state.identity_public_key = approval.identity_key
+        self._state.peers[approval.account] = PeerRecord(identity_key=approval.identity_key)
+        await self._save_now()
+
+    async def add_device(self, request: DeviceRequest | str) -> DeviceApproval:
+        """Certify a new device and publish the next device list version (managing device)."""
+        if isinstance(request, str):
+            request = DeviceRequest.decode(request)
+        entries = own_devices.current_entries(self._state)
+        new = DeviceEntry(request.device_id.bytes, request.signing_key, request.encryption_key)
+        if any(e.device_id == new.device_id for e in entries):
+            raise ClientError(f"device {request.device_id} is already on the list")
+        await own_devices.publish(
+            self._state, self._api, [*entries, new], new=[new], save=self._save_now
+        )
+        assert self._state.account is not None and self._state.identity is not None
+        return DeviceApproval(self._state.account, self._state.identity.public_key)
+
+    async def revoke_device(self, device_id: uuid.UUID) -> None:
+        """Remove a device from the account's list; the server closes its sockets."""
+        if device_id == self._state.device_id:
+            raise ClientError("revoke this device from another one")
+        entries = own_devices.current_entries(self._state)
+        remaining = [e for e in entries if e.device_id != device_id.bytes]
+        if len(remaining) == len(entries):
+            raise ClientError(f"device {device_id} is not on the list")
+        await own_devices.publish(self._state, self._api, remaining, new=[], save=self._save_now)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("the client was closed")
+
+
+class _Opening:
+    """What `Client.connect` returns: await it, or use it with `async with`."""
+
+    def __init__(self, factory: Callable[[], Awaitable[Client]]) -> None:
+        self._factory = factory
+        self._client: Client | None = None
+
+    def __await__(self) -> Generator[Any, None, Client]:
+        return self._factory().__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._factory()
+        return self._client
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            await self._client.close(consumed=exc_type is None)
+
+
+def _websocket_url(url: str) -> str:
+    base = url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base.removeprefix("https://") + "/v1/ws"
+    if base.startswith("http://"):
+        return "ws://" + base.removeprefix("http://") + "/v1/ws"
+    raise ClientError(f"server url must start with http:// or https://, not {url!r}")

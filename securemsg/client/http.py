@@ -1,0 +1,195 @@
+"""The server's HTTP API (docs/protocol.md §2), as typed calls that raise only `ClientError`s.
+
+Bodies are parsed here and nowhere else; a transport failure becomes `ConnectionLost`, an error
+answer `AuthenticationError` (401) or `RequestFailed` with the wire code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from securemsg.client.conversations import Member
+from securemsg.client.errors import AuthenticationError, ClientError, ConnectionLost, RequestFailed
+from securemsg.client.events import AccountId
+
+MAX_RESPONSE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str
+    account: AccountId
+    username: str
+    role: str
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    id: uuid.UUID
+    created_ms: int
+    members: list[Member]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedDevices:
+    account: uuid.UUID
+    identity_key: bytes | None
+    device_list: bytes | None
+
+
+class Api:
+    """One HTTP connection pool to the server; `token` authenticates the calls after login."""
+
+    def __init__(self, base_url: str, *, timeout_seconds: float) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout_seconds, follow_redirects=False
+        )
+        self.token: str | None = None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def login(self, username: str, password: str) -> Session:
+        body = await self._call(
+            "POST", "/v1/login", json={"username": username, "password": password}
+        )
+        try:
+            session = Session(
+                token=_str(body, "token"),
+                account=AccountId(uuid.UUID(_str(body, "account"))),
+                username=_str(body, "username"),
+                role=_str(body, "role"),
+                expires_ms=_int(body, "expires_ms"),
+            )
+        except ValueError:
+            raise ClientError("login answer has a malformed account id") from None
+        self.token = session.token
+        return session
+
+    async def logout(self) -> None:
+        await self._call("POST", "/v1/logout")
+        self.token = None
+
+    async def conversations(self) -> list[ConversationRecord]:
+        body = await self._call("GET", "/v1/conversations")
+        items = body.get("conversations")
+        if not isinstance(items, list):
+            raise ClientError("conversations answer is malformed")
+        try:
+            return [
+                ConversationRecord(
+                    id=uuid.UUID(_str(item, "id")),
+                    created_ms=_int(item, "created_ms"),
+                    members=[
+                        Member(
+                            AccountId(uuid.UUID(_str(m, "account"))),
+                            _str(m, "username"),
+                            _str(m, "role"),
+                        )
+                        for m in _list(item, "members")
+                    ],
+                )
+                for item in items
+            ]
+        except (ValueError, TypeError):
+            raise ClientError("conversations answer is malformed") from None
+
+    async def devices(self, account: uuid.UUID) -> PublishedDevices:
+        body = await self._call("GET", f"/v1/accounts/{account}/devices")
+        return PublishedDevices(
+            account=account,
+            identity_key=_optional_b64(body, "identity_key"),
+            device_list=_optional_b64(body, "device_list"),
+        )
+
+    async def publish_devices(
+        self, *, identity_key: bytes, device_list: bytes, certificates: list[bytes]
+    ) -> int:
+        body = await self._call(
+            "PUT",
+            "/v1/devices",
+            json={
+                "identity_key": _b64(identity_key),
+                "device_list": _b64(device_list),
+                "certificates": [_b64(c) for c in certificates],
+            },
+        )
+        return _int(body, "list_version")
+
+    async def _call(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            response = await self._http.request(method, path, json=json, headers=headers)
+        except httpx.TransportError as error:
+            raise ConnectionLost(f"{method} {path}: cannot reach the server ({error})") from error
+        except httpx.HTTPError as error:
+            raise ClientError(f"{method} {path}: {error}") from error
+        if response.status_code == 204:
+            return {}
+        if len(response.content) > MAX_RESPONSE_BYTES:
+            raise ClientError(
+                f"{method} {path}: answer of {len(response.content)} bytes is too large"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            if response.status_code >= 500:
+                raise ConnectionLost(f"{method} {path}: server error {response.status_code}")
+            raise ClientError(f"{method} {path}: answer is not a JSON object")
+        if response.is_success:
+            return body
+        detail = body.get("error")
+        code = str(detail.get("code", "")) if isinstance(detail, dict) else ""
+        message = str(detail.get("message", "")) if isinstance(detail, dict) else ""
+        text = f"{method} {path}: {message or 'refused'} ({code or response.status_code})"
+        if response.status_code == 401:
+            raise AuthenticationError(text)
+        if response.status_code in (502, 503, 504):
+            raise ConnectionLost(text)
+        raise RequestFailed(text, code=code, status=response.status_code)
+
+
+def _str(body: Any, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        raise ClientError(f"server answer lacks the string {name!r}")
+    return value
+
+
+def _int(body: Any, name: str) -> int:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ClientError(f"server answer lacks the integer {name!r}")
+    return value
+
+
+def _list(body: Any, name: str) -> list[Any]:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, list):
+        raise ClientError(f"server answer lacks the list {name!r}")
+    return value
+
+
+def _optional_b64(body: dict[str, Any], name: str) -> bytes | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ClientError(f"server answer field {name!r} is not base64")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError(f"server answer field {name!r} is not base64") from None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,279 @@
+"""`securemsg demo`: the whole system in one command, on a real server with a fresh data directory.
+
+It starts `securemsg serve` on a free port, creates a therapist, a client, a supervisor and a
+compliance officer with the CLI, lets the client and the therapist exchange end-to-end encrypted
+messages through the SDK (the `--message` text included), and prints what each person saw next to
+what the server stored: sizes and routing metadata, never content. The data directory is left
+for inspection; the keystores in it are encrypted and no message text is written anywhere in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from securemsg.client import Client, ClientError, Message
+
+THERAPIST, CLIENT, SUPERVISOR, COMPLIANCE = "dr-tess", "carl", "sam", "cora"
+DEFAULT_MESSAGE = "I slept better this week."
+
+
+@dataclass(frozen=True)
+class StoredEnvelope:
+    sender: str  # the server knows which account a device belongs to
+    sender_device: uuid.UUID
+    recipients: int
+    size_bytes: int
+    sent_ms: int
+
+
+def add_parser(commands: Any) -> None:
+    """Add `demo` to the `securemsg` subcommands."""
+    demo = commands.add_parser("demo", help="run a server and two SDK clients; show what each saw")
+    _arguments(demo)
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--message", help="a message the client sends (default: a sample text)")
+    parser.add_argument("--data-dir", help="where to put the demo's data (default: a new temp dir)")
+
+
+def main(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    return asyncio.run(run_demo(args.message, data_dir))
+
+
+async def run_demo(message: str | None, data_dir: Path | None) -> int:
+    """Run the demo; return the process exit code (0 on success)."""
+    text = message or DEFAULT_MESSAGE
+    directory = data_dir or Path(tempfile.mkdtemp(prefix="securemsg-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        print(f"securemsg demo: {directory} is not empty; give a fresh --data-dir", file=sys.stderr)
+        return 2
+    try:
+        with _server(directory) as url:
+            return await _exchange(url, directory, text)
+    except (ClientError, OSError, subprocess.SubprocessError, RuntimeError) as error:
+        print(f"securemsg demo: failed: {error}", file=sys.stderr)
+        print(f"(data directory: {directory}; server log: {directory / 'server.log'})")
+        return 1
+
+
+async def _exchange(url: str, directory: Path, text: str) -> int:
+    passwords = {name: secrets.token_urlsafe(12) for name in (THERAPIST, CLIENT, SUPERVISOR)}
+    roles = {THERAPIST: "therapist", CLIENT: "client", SUPERVISOR: "supervisor"}
+    for name, role in roles.items():
+        _cli(directory, "account", "create", "--role", role, name, stdin=passwords[name])
+    _cli(
+        directory,
+        "account",
+        "create",
+        "--role",
+        "compliance",
+        COMPLIANCE,
+        stdin=secrets.token_urlsafe(12),
+    )
+    conversation = uuid.UUID(
+        _cli(directory, "conversation", "create", THERAPIST, CLIENT).split()[-1]
+    )
+    print("securemsg demo")
+    print(f"  server      {url}  (data directory {directory})")
+    print(
+        f"  accounts    therapist {THERAPIST}, client {CLIENT}, supervisor {SUPERVISOR},"
+        f" compliance officer {COMPLIANCE}"
+    )
+    print(f"  paired      {THERAPIST} <-> {CLIENT} in conversation {conversation}\n")
+
+    keystores = directory / "keystores"
+    keystores.mkdir()
+
+    def connect(name: str) -> Any:
+        return Client.connect(
+            url, keystore=keystores / f"{name}.keys", passphrase=passwords[name] + "-keystore"
+        )
+
+    script = [
+        (CLIENT, "Hi, is now a good time to talk?"),
+        (THERAPIST, "Yes. How has the week been?"),
+        (CLIENT, text),
+        (THERAPIST, "Thank you for telling me. Let's pick that up on Thursday."),
+    ]
+    views: dict[str, list[str]] = {THERAPIST: [], CLIENT: []}
+    async with connect(THERAPIST) as tess, connect(CLIENT) as carl:
+        await tess.login(THERAPIST, passwords[THERAPIST])
+        await carl.login(CLIENT, passwords[CLIENT])
+        people = {THERAPIST: tess, CLIENT: carl}
+        for sender, line in script:
+            receiver = CLIENT if sender == THERAPIST else THERAPIST
+            sent = await people[sender].send(conversation, line)
+            views[sender].append(f"  {_clock(sent.received_ms)}  me          {line}")
+            got = await _next_message(people[receiver])
+            views[receiver].append(
+                f"  {_clock(got.sent_ms)}  {sender:<10}  {got.text}"
+                f"   [signature verified, message #{got.counter} of that device]"
+            )
+        assert tess.account is not None and carl.account is not None
+        number = carl.safety_number(tess.account)
+        same = number == tess.safety_number(carl.account)
+    async with connect(SUPERVISOR) as sam:
+        await sam.login(SUPERVISOR, passwords[SUPERVISOR])
+        supervisor_conversations = len(sam.conversations())
+
+    verdict = "the same on both devices" if same else "MISMATCH"
+    print(f"  safety number {CLIENT} <-> {THERAPIST}:\n    {number}  ({verdict})\n")
+    for person in (CLIENT, THERAPIST):
+        print(f"What {person} saw (decrypted on {person}'s own device):")
+        print("\n".join(views[person]), end="\n\n")
+    print("What the server stored (ciphertext and routing metadata; it holds no key to read it):")
+    for envelope in _stored(directory):
+        print(
+            f"  {_clock(envelope.sent_ms)}  from {envelope.sender:<8} (device"
+            f" {str(envelope.sender_device)[:8]})"
+            f"  {envelope.size_bytes:>5} bytes  wrapped for {envelope.recipients} device(s)"
+        )
+    print()
+    print(
+        f"Supervisor {SUPERVISOR} sees {supervisor_conversations} conversation(s):"
+        " without a grant signed by the therapist there is no access."
+    )
+    print(
+        f"Compliance officer {COMPLIANCE}: a legal export could contain only the ciphertext"
+        " and metadata listed above."
+    )
+    print(f"\nData directory left for inspection: {directory}")
+    return 0
+
+
+async def _next_message(client: Client) -> Message:
+    async with asyncio.timeout(30):
+        while True:
+            event = await client.next_event()
+            if isinstance(event, Message):
+                return event
+
+
+def _stored(directory: Path) -> list[StoredEnvelope]:
+    """What the server's database holds for the exchange, read the way an operator could."""
+    from securemsg.protocol.envelope import EnvelopeLimits, parse_envelope
+
+    database = directory / "securemsg.db"
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT a.username, e.sender_device, e.sent_ms, e.data FROM envelopes e"
+            " JOIN devices d ON d.id = e.sender_device JOIN accounts a ON a.id = d.account_id"
+            " ORDER BY e.id"
+        ).fetchall()
+    return [
+        StoredEnvelope(
+            sender=str(sender),
+            sender_device=uuid.UUID(str(device)),
+            recipients=len(parse_envelope(bytes(data), EnvelopeLimits()).wraps),
+            size_bytes=len(data),
+            sent_ms=int(sent_ms),
+        )
+        for sender, device, sent_ms, data in rows
+    ]
+
+
+def _clock(ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ms / 1000))
+
+
+def _environment() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREMSG_")}
+    env["SECUREMSG_LOG_LEVEL"] = "warning"
+    return env
+
+
+def _cli(directory: Path, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "securemsg", *args, "--data-dir", str(directory)],
+        input=None if stdin is None else stdin + "\n",
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"securemsg {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def _server(directory: Path) -> Iterator[str]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (directory / "server.log").open("ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+            [
+                sys.executable,
+                "-m",
+                "securemsg",
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(directory),
+                "--keys-dir",
+                str(directory / "keys"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_environment(),
+        )
+    try:
+        _wait_healthy(process, url)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the server did not become healthy within 60 s")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m securemsg.demo", description=__doc__)
+    _arguments(parser)
+    return main(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

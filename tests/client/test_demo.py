@@ -1,0 +1,44 @@
+"""`securemsg demo` runs end to end and leaves no message text in its data directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MARKER = "MARKER-5e1f-demo-must-not-leak"
+
+
+@pytest.mark.slow
+def test_demo_exits_0_and_its_data_directory_never_holds_the_message(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "securemsg.demo", "--message", MARKER, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert MARKER in result.stdout  # both people saw it...
+    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".keys" for p in files) and any(p.name == "securemsg.db" for p in files)
+    for path in files:  # ...and it is nowhere at rest
+        data = path.read_bytes()
+        assert MARKER.encode() not in data, path
+        assert MARKER.encode("utf-16-le") not in data, path
+
+
+def test_demo_refuses_a_data_directory_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / "something").write_text("keep me")
+    result = subprocess.run(
+        [sys.executable, "-m", "securemsg.demo", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "not empty" in result.stderr
