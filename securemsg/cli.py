@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from securemsg import __version__
+from securemsg import __version__, cli_audit, demo
 from securemsg.clock import SystemClock
 from securemsg.server.admin import AdminError, AdminService
 from securemsg.server.passwords import PasswordHashing
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("disable", "disable an account and close its sessions"),
         ("enable", "re-enable a disabled account"),
         ("revoke-sessions", "log an account out everywhere"),
+        ("delete", "delete an account (refused while a legal hold covers it)"),
     ):
         sub = account.add_parser(name, help=help_text)
         _storage_options(sub)
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upgrade = db.add_parser("upgrade", help="apply schema migrations")
     _storage_options(upgrade)
+    cli_audit.add_parser(commands)
+    demo.add_parser(commands)
     return parser
 
 
@@ -119,11 +122,13 @@ def serve(settings: Settings) -> int:
     config: dict[str, Any] = {}
     if settings.tls_cert:
         config.update(ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key or None)
+    http_protocol, ws_protocol = _protocols(settings.request_timeout_seconds)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=http_protocol,
+        ws=ws_protocol,
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_seconds,
@@ -136,13 +141,78 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def _protocols(request_timeout: float) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
+    """uvicorn's HTTP/1.1 (h11) and WebSocket (websockets-sansio) protocols, with two fixes for
+    untrusted clients (tests/adversarial/test_resource_limits.py):
+
+    - a deadline for each HTTP request to arrive: uvicorn waits forever for a request head or
+      body dripped a byte at a time (slowloris), holding a connection per attacker socket;
+    - a quiet 1007 close for a text frame that is not UTF-8: uvicorn logs a traceback for each.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class HttpProtocol(H11Protocol):
+        _request_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()  # the first request must arrive in time too
+
+        def data_received(self, data: bytes) -> None:
+            if self.conn.their_state is h11.IDLE:
+                self._arm()  # these bytes start a request (a no-op if one is under way)
+            super().data_received(data)
+            switched = self.transport.get_protocol() is not self
+            if switched or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+                self._disarm()  # the request is in (or the WebSocket protocol took over)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._request_timer is None:
+                self._request_timer = self.loop.call_later(request_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._request_timer is not None:
+                self._request_timer.cancel()
+                self._request_timer = None
+
+        def _expired(self) -> None:
+            self._request_timer = None
+            if self.transport.get_protocol() is self and not self.transport.is_closing():
+                self.transport.close()
+
+    class WebSocketProtocol(WebSocketsSansIOProtocol):
+        def send_receive_event_to_app(self) -> None:
+            if self.curr_msg_data_type == "text" and not self.close_sent:
+                try:
+                    b"".join(self.frames).decode()
+                except UnicodeDecodeError:
+                    self.frames = []
+                    self.conn.send_close(1007, "text frame is not UTF-8")
+                    self.handle_parser_exception()
+                    return
+            super().send_receive_event_to_app()
+
+    return HttpProtocol, WebSocketProtocol
+
+
 async def _with_admin(settings: Settings, work: Callable[[AdminService], Awaitable[str]]) -> str:
     database = Database.open(settings.effective_database_url)
     hashing = PasswordHashing(settings)
     try:
         await migrate.upgrade(database)
         return await work(
-            AdminService(database, hashing, max_password_bytes=settings.max_password_bytes)
+            AdminService(
+                database,
+                hashing,
+                max_password_bytes=settings.max_password_bytes,
+                actor=cli_audit.operator(),
+            )
         )
     finally:
         hashing.close()
@@ -150,9 +220,13 @@ async def _with_admin(settings: Settings, work: Callable[[AdminService], Awaitab
 
 
 def run_command(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return demo.main(args)
     settings = load_settings(args)
     if args.command == "serve":
         return serve(settings)
+    if args.command == "audit":
+        return cli_audit.run(args, settings)
     now_ms = SystemClock().now_ms
 
     async def work(admin: AdminService) -> str:
@@ -165,11 +239,19 @@ def run_command(args: argparse.Namespace) -> int:
             account = await admin.disable_account(args.username, now_ms=now_ms())
             return f"disabled {account.username}; its sessions are revoked"
         if args.command == "account" and args.action == "enable":
-            account = await admin.enable_account(args.username)
+            account = await admin.enable_account(args.username, now_ms=now_ms())
             return f"enabled {account.username}"
         if args.command == "account" and args.action == "revoke-sessions":
             count = await admin.revoke_sessions(args.username, now_ms=now_ms())
             return f"revoked {count} session(s) of {args.username}"
+        if args.command == "account" and args.action == "delete":
+            erased = await admin.delete_account(args.username, now_ms=now_ms())
+            row = "deleted" if erased.row_deleted else "disabled and scrubbed (still referenced)"
+            return (
+                f"deleted {args.username}: {erased.sessions} session(s), {erased.devices} "
+                f"device(s), {erased.deliveries} undelivered message(s), {erased.memberships} "
+                f"conversation membership(s); account row {row}"
+            )
         if args.command == "conversation":
             conversation_id = await admin.create_conversation(
                 args.therapist, args.client, now_ms=now_ms()

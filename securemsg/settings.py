@@ -46,6 +46,9 @@ class Settings:
     max_envelope_bytes: int = 65536
     max_recipients: int = 32
     max_devices_per_account: int = 16
+    max_grant_seconds: float = 86400.0 * 90
+    grants_require_client_consent: bool = False
+    max_key_shares_per_request: int = 1000
     clock_skew_seconds: float = 300.0
     max_batch_envelopes: int = 512
     backlog_page_envelopes: int = 256
@@ -64,6 +67,25 @@ class Settings:
     argon2_parallelism: int = 1
     max_password_bytes: int = 1024
     max_request_bytes: int = 65536
+    request_timeout_seconds: float = 10.0  # for an HTTP request (head and body) to arrive
+
+    # audit log (docs/audit.md)
+    audit_origin: str = ""  # empty: the name of the first key in <keys_dir>/audit.key
+    audit_integrate_interval_seconds: float = 1.0
+    audit_integrate_max_leaves: int = 4096
+    audit_max_page_events: int = 1000
+
+    # legal requests, holds and retention (docs/legal-requests.md)
+    legal_max_name_chars: int = 200  # authority, reference (at most 200: the column size)
+    legal_max_text_chars: int = 500  # legal basis, decision note, hold reason (at most 500)
+    legal_max_export_bytes: int = 64 * 1024 * 1024  # one export bundle
+    legal_max_export_envelopes: int = 100_000
+    legal_max_page_items: int = 100  # requests or holds per list page
+    max_disclosures: int = 1000  # entries in one accounting of disclosures
+    retention_interval_seconds: float = 60.0  # 0: no background retention task
+    retention_undelivered_seconds: float = 30 * 86400.0  # 0: undelivered envelopes never expire
+    retention_delivered_seconds: float = 30 * 86400.0  # 0: delivered envelopes are kept
+    retention_batch_rows: int = 1000  # rows looked at per retention transaction
 
     @property
     def effective_database_url(self) -> str:
@@ -99,6 +121,9 @@ class Settings:
                 raise ValueError(f"setting {field.name} must not be negative, got {value}")
         if self.max_concurrent_hashes < 1:
             raise ValueError("setting max_concurrent_hashes must be at least 1")
+        for name, column_chars in (("legal_max_name_chars", 200), ("legal_max_text_chars", 500)):
+            if not 1 <= getattr(self, name) <= column_chars:
+                raise ValueError(f"setting {name} must be between 1 and {column_chars}")
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:

@@ -9,6 +9,7 @@ reference; every public name is listed in `__all__`.
 from securemsg.client.client import Client, ClientOptions, DeviceInfo
 from securemsg.client.conversations import Conversation, Member
 from securemsg.client.devices import DeviceApproval, DeviceRequest
+from securemsg.client.disclosures import Disclosure
 from securemsg.client.errors import (
     AuthenticationError,
     ClientClosed,
@@ -38,10 +39,16 @@ from securemsg.client.events import (
     DeviceListRejected,
     Event,
     Gap,
+    GrantEnded,
+    GrantEndReason,
+    GrantId,
+    GrantInfo,
+    GrantRejected,
     IdentityChanged,
     Message,
     MessageId,
     SendFailed,
+    SupervisorGranted,
     Undecryptable,
 )
 from securemsg.client.outbox import Sent
@@ -69,9 +76,15 @@ __all__ = [
     "DeviceListRejected",
     "DeviceRequest",
     "DeviceRevoked",
+    "Disclosure",
     "Displaced",
     "Event",
     "Gap",
+    "GrantEndReason",
+    "GrantEnded",
+    "GrantId",
+    "GrantInfo",
+    "GrantRejected",
     "IdentityChanged",
     "KdfParams",
     "KeystoreError",
@@ -86,6 +99,7 @@ __all__ = [
     "SendFailed",
     "SendRefused",
     "Sent",
+    "SupervisorGranted",
     "TrustError",
     "Undecryptable",
     "VerificationFailed",

@@ -29,30 +29,62 @@ from securemsg.client.chain import SendChain
 from securemsg.client.connection import Connection, ConnectionOptions
 from securemsg.client.conversations import Conversation, ConversationBook
 from securemsg.client.devices import DeviceApproval, DeviceRequest
+from securemsg.client.disclosures import Disclosure
 from securemsg.client.errors import (
     ClientClosed,
     ClientError,
+    ConnectionLost,
     PeerKeyChanged,
     PeerUnavailable,
+    RequestFailed,
     SendRefused,
     VerificationFailed,
 )
-from securemsg.client.events import AccountId, CaughtUp, DeviceId, Event, Gap
-from securemsg.client.http import Api, Session
+from securemsg.client.events import (
+    AccountId,
+    CaughtUp,
+    ConversationId,
+    DeviceId,
+    Event,
+    Gap,
+    GrantInfo,
+    Message,
+    MessageId,
+    Undecryptable,
+)
+from securemsg.client.grants import GrantBook, now_ms
+from securemsg.client.http import Api, HistoryItem, Session
 from securemsg.client.inbox import Delivery, Inbound, Inbox, Processed, Terminal
 from securemsg.client.keystore import Keystore, PeerRecord, PendingSend
 from securemsg.client.outbox import Outbox, Sent
-from securemsg.client.payload import NO_PREVIOUS, Payload, chain_hash, encode_payload
+from securemsg.client.payload import (
+    NO_PREVIOUS,
+    Payload,
+    PayloadError,
+    chain_hash,
+    decode_payload,
+    encode_payload,
+)
 from securemsg.client.peers import Peers
 from securemsg.client.persistence import StateWriter
 from securemsg.crypto.envelope import seal_envelope
+from securemsg.crypto.errors import CryptoError, DecryptionFailed
+from securemsg.crypto.grants import (
+    content_key_of,
+    make_key_share,
+    open_shared,
+    sign_grant,
+    verify_key_share,
+)
 from securemsg.crypto.keystore import KdfParams
 from securemsg.crypto.safety import SafetyNumber, SafetyNumberMismatch, safety_number
 from securemsg.protocol.devices import DeviceEntry
-from securemsg.protocol.envelope import EnvelopeLimits
+from securemsg.protocol.envelope import EnvelopeLimits, parse_envelope
 from securemsg.protocol.errors import EnvelopeError
+from securemsg.protocol.grants import GrantError, KeyShare, parse_key_share
 
 MESSAGE_ID_BYTES = 16
+KEY_SHARES_PER_REQUEST = 500  # below the server's max_key_shares_per_request (1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +133,22 @@ class Client:
             on_change=self._writer.mark,
         )
         self._conversations = ConversationBook(self._state, self._api, on_change=self._writer.mark)
-        self._inbox = Inbox(
-            self._state, self._peers, self._conversations.lookup, limits=options.limits
+        self._grants = GrantBook(
+            self._state,
+            self._peers,
+            self._api,
+            self._conversations.lookup,
+            notify=self._inbound.put,
+            on_change=self._writer.mark,
         )
+        self._inbox = Inbox(
+            self._state,
+            self._peers,
+            self._conversations.lookup,
+            limits=options.limits,
+            grants=self._grants,
+        )
+        self._grant_watch: asyncio.Task[None] | None = None
         self._outbox = Outbox(
             self._state,
             self._writer,
@@ -167,7 +212,9 @@ class Client:
         for account in {session.account, *(c.peer.account for c in self.conversations())}:
             await self._peers.refresh(account)
         self._session = session
+        await self._sync_grants()
         self._writer.start()
+        self._grant_watch = asyncio.create_task(self._grants.watch(), name="sdk-grant-expiry")
         self._connection = Connection(
             self._ws_url,
             token=lambda: self._api.token,
@@ -204,6 +251,10 @@ class Client:
         if consumed and self._current is not None and not self._unread:
             self._current.commit(self._state)
             self._writer.mark()
+        if self._grant_watch is not None:
+            self._grant_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._grant_watch
         if self._connection is not None:
             await self._connection.close()
         if self._connection_task is not None:
@@ -260,6 +311,12 @@ class Client:
         """Fetch the conversations again (a message in a new one also triggers this)."""
         return await self._conversations.refresh()
 
+    async def disclosures(self) -> list[Disclosure]:
+        """This account's accounting of disclosures: each legal export that covered it, once
+        its notice delay is over (docs/legal-requests.md). Newest first."""
+        self._check_open()
+        return await self._api.disclosures()
+
     # -- sending ------------------------------------------------------------------------------
 
     async def send(self, conversation: uuid.UUID, content: str | bytes) -> Sent:
@@ -271,6 +328,8 @@ class Client:
         self._check_open()
         if self._session is None:
             raise ClientError("log in before sending")
+        if self._session.role == "supervisor":
+            raise ClientError("a supervisor reads conversations under a grant and cannot send")
         if not isinstance(content, str | bytes):
             raise TypeError("content must be str or bytes")
         async with self._send_lock:
@@ -312,6 +371,7 @@ class Client:
         if not self._peers.devices(peer):
             raise PeerUnavailable(f"{conversation.peer.username} has no verified device")
         recipients = {**self._peers.devices(peer), **self._peers.devices(me)}
+        recipients.update(await self._supervisor_devices(conversation.id, refresh=refresh))
         recipients.pop(self._state.device_id.bytes, None)
         assert self._state.account is not None
         try:
@@ -328,6 +388,32 @@ class Client:
             )
         except EnvelopeError as error:
             raise SendRefused(str(error), code=error.code) from None
+
+    async def _supervisor_devices(
+        self, conversation: uuid.UUID, *, refresh: bool
+    ) -> dict[bytes, bytes]:
+        """The verified devices of the supervisors named by this conversation's verified grants
+        in force: the only readers ever added to the client and the therapist."""
+        excluded: set[uuid.UUID] = set()
+        if refresh:  # the server refused a send: perhaps a grant ended that we did not hear of
+            with contextlib.suppress(ClientError):
+                _, excluded = await self._grants.refresh(conversation)
+        devices: dict[bytes, bytes] = {}
+        for supervisor in self._grants.supervisors_in_force(
+            conversation, now_ms(), excluding=excluded
+        ):
+            try:
+                if refresh:
+                    await self._peers.refresh(supervisor)
+                else:
+                    await self._peers.ensure_fresh(supervisor)
+            except (RequestFailed, ConnectionLost):
+                pass  # the list already trusted, if any, is used
+            record = self._peers.record(supervisor)
+            if record is None or record.pending_identity_key is not None:
+                continue  # never wrap to devices under an identity key not accepted
+            devices.update(self._peers.devices(supervisor))
+        return devices
 
     async def _reseal(self, conversation_id: uuid.UUID, message_id: bytes, payload: bytes) -> bytes:
         found = await self._conversations.lookup(conversation_id)
@@ -377,6 +463,258 @@ class Client:
 
     async def _save_now(self) -> None:
         await self._writer.durable(self._writer.mark())
+
+    # -- supervisor grants (docs/confidentiality.md) -------------------------------------------
+
+    async def grant_supervisor(
+        self,
+        conversation: uuid.UUID,
+        supervisor: uuid.UUID,
+        *,
+        until_ms: int,
+        from_ms: int | None = None,
+        include_history: bool = False,
+    ) -> GrantInfo:
+        """As the conversation's therapist: let `supervisor` (an account id) read it from
+        `from_ms` (default: now) until `until_ms`, signed by this device. Every participant's
+        app is told (`SupervisorGranted`); new messages are also encrypted to the supervisor's
+        verified devices while it is in force. With `include_history`, `share_history` can then
+        give the supervisor the earlier messages. Raises `RequestFailed` if the server refuses."""
+        self._check_open()
+        found = await self._participant_conversation(conversation)
+        if found.me.role != "therapist":
+            raise ClientError("only the conversation's therapist can grant a supervisor access")
+        if supervisor in (found.me.account, found.peer.account):
+            raise ClientError("a participant of the conversation cannot be its supervisor")
+        start = now_ms() if from_ms is None else from_ms
+        if not 0 <= start < until_ms:
+            raise ClientError("a grant must end after it starts")
+        assert self._state.account is not None
+        record = sign_grant(
+            self._state.device_keys,
+            grant_id=uuid.uuid4().bytes,
+            conversation_id=found.id.bytes,
+            therapist_account=self._state.account.bytes,
+            therapist_device=self._state.device_id.bytes,
+            supervisor_account=supervisor.bytes,
+            from_ms=start,
+            until_ms=until_ms,
+            include_history=include_history,
+        )
+        await self._api.create_grant(found.id, record, None)
+        info = self._grants.remember(record, None)
+        await self._save_now()
+        return info
+
+    async def revoke_grant(self, grant_id: uuid.UUID) -> GrantInfo | None:
+        """End a grant now (its therapist or the conversation's client). Every participant's
+        app sees `GrantEnded`; new messages are no longer encrypted to the supervisor. Returns
+        the grant if this device had verified it."""
+        self._check_open()
+        listing = await self._api.revoke_grant(grant_id)
+        if self._grants.info(grant_id) is None:
+            with contextlib.suppress(ClientError):
+                await self._grants.refresh(listing.conversation)
+        info = self._grants.revoked(grant_id, listing.revoked_ms or now_ms())
+        await self._save_now()
+        return info
+
+    async def grants(self, conversation: uuid.UUID) -> list[GrantInfo]:
+        """The conversation's grants as the server lists them, each verified on this device
+        (one that does not verify is left out and reported as `GrantRejected`); ended ones
+        included. A supervisor sees the grants that name it."""
+        self._check_open()
+        verified, _ = await self._grants.refresh(conversation)
+        return verified
+
+    async def share_history(self, grant_id: uuid.UUID) -> int:
+        """As the grant's therapist: give the supervisor the conversation's earlier messages.
+
+        For every stored message this device can open, its content key is sealed to each of
+        the supervisor's verified devices and signed by this device (key shares). The supervisor
+        still checks each original sender's signature. Returns how many messages were shared.
+        """
+        self._check_open()
+        grant = self._grants.info(grant_id)
+        if grant is None:
+            raise ClientError(f"grant {grant_id} is not one this device verified")
+        if grant.therapist != self._state.account:
+            raise ClientError("only the therapist who granted access can share history")
+        if not grant.include_history or not grant.in_force(now_ms()):
+            raise ClientError("the grant is not in force or does not include history")
+        await self._peers.refresh(grant.supervisor)
+        self._peers.check_sendable(grant.supervisor)
+        targets = self._peers.devices(grant.supervisor)
+        if not targets:
+            raise PeerUnavailable("the supervisor has no verified device")
+        shares: list[bytes] = []
+        shared = 0
+        for item in await self._history_items(grant.conversation):
+            if item.kind != "message":
+                continue
+            try:
+                key = content_key_of(
+                    item.envelope,
+                    device_id=self._state.device_id.bytes,
+                    device=self._state.device_keys,
+                )
+                envelope = parse_envelope(item.envelope, self.options.limits)
+            except (DecryptionFailed, EnvelopeError):
+                continue  # not wrapped to this device (e.g. sent by it, or before it existed)
+            if envelope.conversation_id != grant.conversation.bytes:
+                continue
+            shared += 1
+            for device, encryption_key in targets.items():
+                shares.append(
+                    make_key_share(
+                        self._state.device_keys,
+                        grant_id=grant.id.bytes,
+                        therapist_device=self._state.device_id.bytes,
+                        message_id=envelope.message_id,
+                        content_key=key,
+                        supervisor_device=device,
+                        supervisor_encryption_key=encryption_key,
+                    )
+                )
+        for start in range(0, len(shares), KEY_SHARES_PER_REQUEST):
+            await self._api.add_key_shares(grant.id, shares[start : start + KEY_SHARES_PER_REQUEST])
+        return shared
+
+    async def history(self, conversation: uuid.UUID) -> list[Message]:
+        """As a supervisor under a verified grant in force that includes history: the messages
+        the therapist shared, oldest first, each opened with a key share signed by the
+        therapist's device and checked against its original sender's signature. Envelopes that
+        fail a check are left out and reported as `Undecryptable` events. Without a grant in
+        force the server refuses (`RequestFailed`, code `no_grant`) and records the attempt."""
+        self._check_open()
+        if self._session is None or self._session.role != "supervisor":
+            raise ClientError("history() is for supervisors; participants receive messages")
+        with contextlib.suppress(RequestFailed):
+            await self._grants.refresh(conversation)  # learn of revocations first
+        items = await self._history_items(conversation)  # refused without a grant in force
+        granted = self._grants.supervising(conversation, now_ms(), history=True)
+        shares: dict[bytes, tuple[KeyShare, uuid.UUID]] = {}
+        for grant in granted:
+            for raw in await self._api.key_shares(grant.id, self._state.device_id):
+                share = await self._verified_share(raw, grant)
+                if share is not None:
+                    shares[share.message_id] = (share, grant.therapist)
+        messages: list[Message] = []
+        for item in items:
+            if item.kind != "message":
+                continue
+            found = shares.get(_message_id_of(item.envelope, self.options.limits))
+            if found is not None:
+                opened = await self._open_shared(conversation, item, found[0])
+                if opened is not None:
+                    messages.append(opened)
+        return messages
+
+    async def _participant_conversation(self, conversation: uuid.UUID) -> Conversation:
+        if self._session is None:
+            raise ClientError("log in first")
+        found = await self._conversations.lookup(conversation)
+        if found is None:
+            raise ClientError(f"conversation {conversation} is not one this account reads")
+        return found
+
+    async def _sync_grants(self) -> None:
+        """At login: learn every grant of this account's conversations (and, as a supervisor,
+        of the ones it supervises), verified, so the app is never unaware of an active one."""
+        wanted = {c.id for c in self.conversations()} | self._grants.supervised_conversations()
+        for conversation in sorted(wanted):
+            with contextlib.suppress(RequestFailed):
+                await self._grants.refresh(conversation)
+
+    async def _history_items(self, conversation: uuid.UUID) -> list[HistoryItem]:
+        items: list[HistoryItem] = []
+        while True:
+            page = await self._api.history(conversation, after=items[-1].id if items else 0)
+            if not page:
+                return items
+            if items and page[0].id <= items[-1].id:
+                raise ClientError("the server's history pages go backwards")
+            items.extend(page)
+
+    async def _verified_share(self, raw: bytes, grant: GrantInfo) -> KeyShare | None:
+        def refused(reason: str) -> KeyShare | None:
+            self._inbound.put(Undecryptable(0, f"key share refused: {reason}", grant.conversation))
+            return None
+
+        try:
+            share = parse_key_share(raw)
+        except GrantError as error:
+            return refused(str(error))
+        if (
+            share.grant_id != grant.id.bytes
+            or share.supervisor_device != self._state.device_id.bytes
+        ):
+            return refused("it is for another grant or device")
+        key = self._peers.current_signing_key(grant.therapist, share.therapist_device)
+        if key is None:
+            with contextlib.suppress(RequestFailed):
+                await self._peers.refresh(grant.therapist)
+            key = self._peers.current_signing_key(grant.therapist, share.therapist_device)
+        try:
+            if key is None:
+                raise CryptoError("its signing device is not on the therapist's verified list")
+            return verify_key_share(raw, key)
+        except CryptoError as error:
+            return refused(str(error))
+
+    async def _open_shared(
+        self, conversation: uuid.UUID, item: HistoryItem, share: KeyShare
+    ) -> Message | None:
+        try:
+            envelope = parse_envelope(item.envelope, self.options.limits)
+        except EnvelopeError as error:
+            self._inbound.put(Undecryptable(0, f"malformed history envelope: {error}"))
+            return None
+        sender = AccountId(uuid.UUID(bytes=envelope.sender_account))
+        device = DeviceId(uuid.UUID(bytes=envelope.sender_device))
+        message_id = MessageId(envelope.message_id.hex())
+
+        def refuse(reason: str) -> Message | None:
+            self._inbound.put(
+                Undecryptable(0, reason, ConversationId(conversation), sender, device, message_id)
+            )
+            return None
+
+        if envelope.conversation_id != conversation.bytes:
+            return refuse("history envelope is from another conversation")
+        refusal = self._grants.admit_supervised(conversation, sender)
+        if refusal is not None:
+            return refuse(refusal)
+        signing_key = self._peers.signing_key(sender, envelope.sender_device, envelope.timestamp_ms)
+        if signing_key is None:
+            with contextlib.suppress(RequestFailed):
+                await self._peers.refresh(sender)
+            signing_key = self._peers.signing_key(
+                sender, envelope.sender_device, envelope.timestamp_ms
+            )
+        if signing_key is None:
+            return refuse("sender device is not on the sender's verified device list")
+        try:
+            opened = open_shared(
+                item.envelope,
+                share,
+                supervisor=self._state.device_keys,
+                sender_signing_key=signing_key,
+            )
+            payload = decode_payload(opened.plaintext)
+        except (CryptoError, PayloadError) as error:
+            return refuse(str(error))
+        return Message(
+            conversation=ConversationId(conversation),
+            message_id=message_id,
+            sender=sender,
+            sender_device=device,
+            sent_ms=envelope.timestamp_ms,
+            counter=payload.counter,
+            content=payload.content,
+            outgoing=False,
+            seq=0,
+        )
 
     # -- trust --------------------------------------------------------------------------------
 
@@ -515,6 +853,13 @@ class _Opening:
     ) -> None:
         if self._client is not None:
             await self._client.close(consumed=exc_type is None)
+
+
+def _message_id_of(raw_envelope: bytes, limits: EnvelopeLimits) -> bytes:
+    try:
+        return parse_envelope(raw_envelope, limits).message_id
+    except EnvelopeError:
+        return b""
 
 
 def _websocket_url(url: str) -> str:

@@ -263,7 +263,9 @@ class Connection:
         if seq > self._queued + 1:
             # The server skipped sequence numbers without a `gap` frame: report it as one.
             self.inbound.put(Gap(self._queued + 1, seq - 1))
-        self.inbound.put_delivery(Delivery(seq, envelope))
+        kind = frame.get("kind")  # a system event (docs/protocol.md §3.4); absent: an envelope
+        system = kind if isinstance(kind, str) and kind != "message" else None
+        self.inbound.put_delivery(Delivery(seq, envelope, system))
         self._queued = seq
 
     def resume(self) -> None:

@@ -16,6 +16,7 @@ AccountId = NewType("AccountId", uuid.UUID)
 DeviceId = NewType("DeviceId", uuid.UUID)
 ConversationId = NewType("ConversationId", uuid.UUID)
 MessageId = NewType("MessageId", str)  # 32 lower-case hex digits, as on the wire
+GrantId = NewType("GrantId", uuid.UUID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,61 @@ class SendFailed:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class GrantInfo:
+    """A supervisor grant this device verified: signed by a device on the conversation
+    therapist's verified device list, for this conversation, naming `supervisor`."""
+
+    id: GrantId
+    conversation: ConversationId
+    therapist: AccountId
+    therapist_device: DeviceId
+    supervisor: AccountId
+    from_ms: int  # the supervisor reads from here (inclusive) ...
+    until_ms: int  # ... to here (exclusive), as signed by the therapist
+    include_history: bool  # the therapist may share earlier messages (`share_history`)
+    client_consented: bool  # carries the client's verified co-signature
+    revoked_ms: int | None = None  # ended early by the therapist or the client
+
+    def in_force(self, now_ms: int) -> bool:
+        """Whether the supervisor reads at `now_ms` (started, not expired, not revoked)."""
+        return self.revoked_ms is None and self.from_ms <= now_ms < self.until_ms
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorGranted:
+    """A verified grant makes `grant.supervisor` a reader of the conversation (from
+    `grant.from_ms` to `grant.until_ms`): show it. New messages are also encrypted to the
+    supervisor's verified devices while it is in force."""
+
+    grant: GrantInfo
+
+
+class GrantEndReason(enum.StrEnum):
+    REVOKED = "revoked"  # ended early by the therapist or the client
+    EXPIRED = "expired"  # `until_ms` passed
+
+
+@dataclass(frozen=True, slots=True)
+class GrantEnded:
+    """A grant ended: the supervisor is no longer a reader of new messages."""
+
+    grant: GrantInfo
+    reason: GrantEndReason
+    ended_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRejected:
+    """The server presented a grant that did not verify (unsigned, signed by a device that is
+    not the conversation's therapist's, altered, or for someone else's conversation). It is
+    ignored: its supervisor is never encrypted to because of it."""
+
+    reason: str
+    conversation: ConversationId | None = None
+    grant_id: GrantId | None = None
+
+
 Event = (
     Message
     | Anomaly
@@ -142,4 +198,7 @@ Event = (
     | DeviceListRejected
     | IdentityChanged
     | SendFailed
+    | SupervisorGranted
+    | GrantEnded
+    | GrantRejected
 )

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from securemsg.client.conversations import Member
+from securemsg.client.disclosures import Disclosure, parse_disclosures
 from securemsg.client.errors import AuthenticationError, ClientError, ConnectionLost, RequestFailed
 from securemsg.client.events import AccountId
 
@@ -42,6 +43,31 @@ class PublishedDevices:
     account: uuid.UUID
     identity_key: bytes | None
     device_list: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantListing:
+    """One grant as `GET /v1/conversations/{id}/grants` lists it; only `record` is signed."""
+
+    id: uuid.UUID
+    conversation: uuid.UUID
+    supervisor: uuid.UUID
+    therapist: uuid.UUID
+    from_ms: int
+    until_ms: int
+    include_history: bool
+    record: bytes
+    consent: bytes | None
+    revoked_ms: int | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    id: int
+    kind: str
+    received_ms: int
+    envelope: bytes
 
 
 class Api:
@@ -101,6 +127,9 @@ class Api:
         except (ValueError, TypeError):
             raise ClientError("conversations answer is malformed") from None
 
+    async def disclosures(self) -> list[Disclosure]:
+        return parse_disclosures(await self._call("GET", "/v1/disclosures"))
+
     async def devices(self, account: uuid.UUID) -> PublishedDevices:
         body = await self._call("GET", f"/v1/accounts/{account}/devices")
         return PublishedDevices(
@@ -122,6 +151,53 @@ class Api:
             },
         )
         return _int(body, "list_version")
+
+    # -- supervisor grants (docs/confidentiality.md) -----------------------------------------
+
+    async def create_grant(
+        self, conversation: uuid.UUID, record: bytes, consent: bytes | None
+    ) -> GrantListing:
+        body = await self._call(
+            "POST",
+            f"/v1/conversations/{conversation}/grants",
+            json={"grant": _b64(record), "consent": None if consent is None else _b64(consent)},
+        )
+        return _grant_listing(body)
+
+    async def grants(self, conversation: uuid.UUID) -> list[GrantListing]:
+        body = await self._call("GET", f"/v1/conversations/{conversation}/grants")
+        return [_grant_listing(item) for item in _list(body, "grants")]
+
+    async def revoke_grant(self, grant_id: uuid.UUID) -> GrantListing:
+        return _grant_listing(await self._call("POST", f"/v1/grants/{grant_id}/revoke"))
+
+    async def history(self, conversation: uuid.UUID, *, after: int) -> list[HistoryItem]:
+        body = await self._call("GET", f"/v1/conversations/{conversation}/history?after={after}")
+        try:
+            return [
+                HistoryItem(
+                    id=_int(item, "id"),
+                    kind=_str(item, "kind"),
+                    received_ms=_int(item, "received_ms"),
+                    envelope=_required_b64(item, "envelope"),
+                )
+                for item in _list(body, "items")
+            ]
+        except (TypeError, AttributeError):
+            raise ClientError("history answer is malformed") from None
+
+    async def add_key_shares(self, grant_id: uuid.UUID, shares: list[bytes]) -> int:
+        body = await self._call(
+            "POST",
+            f"/v1/grants/{grant_id}/key-shares",
+            json={"shares": [_b64(share) for share in shares]},
+        )
+        return _int(body, "stored")
+
+    async def key_shares(self, grant_id: uuid.UUID, device: uuid.UUID) -> list[bytes]:
+        body = await self._call("GET", f"/v1/grants/{grant_id}/key-shares?device={device}")
+        shares = _list(body, "shares")
+        return [_required_b64({"share": share}, "share") for share in shares]
 
     async def _call(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -189,6 +265,41 @@ def _optional_b64(body: dict[str, Any], name: str) -> bytes | None:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ClientError(f"server answer field {name!r} is not base64") from None
+
+
+def _required_b64(body: dict[str, Any], name: str) -> bytes:
+    value = _optional_b64(body, name)
+    if value is None:
+        raise ClientError(f"server answer lacks the base64 field {name!r}")
+    return value
+
+
+def _grant_listing(body: Any) -> GrantListing:
+    if not isinstance(body, dict):
+        raise ClientError("grant answer is not an object")
+    revoked = body.get("revoked_ms")
+    history = body.get("include_history")
+    active = body.get("active")
+    if (revoked is not None and not isinstance(revoked, int)) or not isinstance(history, bool):
+        raise ClientError("grant answer is malformed")
+    if not isinstance(active, bool):
+        raise ClientError("grant answer is malformed")
+    try:
+        return GrantListing(
+            id=uuid.UUID(_str(body, "id")),
+            conversation=uuid.UUID(_str(body, "conversation")),
+            supervisor=uuid.UUID(_str(body, "supervisor")),
+            therapist=uuid.UUID(_str(body, "therapist")),
+            from_ms=_int(body, "from_ms"),
+            until_ms=_int(body, "until_ms"),
+            include_history=history,
+            record=_required_b64(body, "record"),
+            consent=_optional_b64(body, "consent"),
+            revoked_ms=revoked,
+            active=active,
+        )
+    except ValueError:
+        raise ClientError("grant answer has a malformed id") from None
 
 
 def _b64(data: bytes) -> str:

@@ -35,6 +35,7 @@ from securemsg.client.events import (
     MessageId,
     Undecryptable,
 )
+from securemsg.client.grants import GrantBook
 from securemsg.client.keystore import KeystoreState
 from securemsg.client.payload import PayloadError, chain_hash, decode_payload
 from securemsg.client.peers import Peers
@@ -48,6 +49,7 @@ from securemsg.protocol.errors import EnvelopeError
 class Delivery:
     seq: int
     envelope: bytes | None  # None: the frame's envelope was not valid base64
+    kind: str | None = None  # a system event ("grant", "grant_ended"); None: an envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class Processed:
     seq: int | None = None
     chain_key: tuple[uuid.UUID, uuid.UUID] | None = None
     chain: ReceiveChain | None = None
+    after_commit: Callable[[], None] | None = None  # e.g. a grant was shown to the application
     _done: bool = field(default=False, repr=False)
 
     def commit(self, state: KeystoreState) -> None:
@@ -126,6 +129,8 @@ class Processed:
             state.receive_chains[self.chain_key] = self.chain
         if self.seq is not None:
             state.cursor = max(state.cursor, self.seq)
+        if self.after_commit is not None:
+            self.after_commit()
 
 
 ConversationLookup = Callable[[uuid.UUID], Awaitable[Conversation | None]]
@@ -140,12 +145,14 @@ class Inbox:
         *,
         limits: EnvelopeLimits,
         retry_seconds: float = 1.0,
+        grants: GrantBook | None = None,
     ) -> None:
         self.state = state
         self.peers = peers
         self.conversation = conversation
         self.limits = limits
         self.retry_seconds = retry_seconds
+        self.grants = grants
 
     async def process(self, item: Delivery | Gap | CaughtUp) -> Processed:
         if isinstance(item, Gap):
@@ -154,6 +161,8 @@ class Inbox:
             return Processed([item])
         if item.seq <= self.state.cursor:
             return Processed([], seq=item.seq)  # already consumed before a restart
+        if item.kind is not None:
+            return await self._system_event(item.seq, item.kind, item.envelope)
         if item.envelope is None:
             return Processed([Undecryptable(item.seq, "envelope is not valid base64")], item.seq)
         try:
@@ -167,6 +176,17 @@ class Inbox:
                 # A key lookup needs the server; the delivery waits rather than being dropped.
                 await asyncio.sleep(self.retry_seconds)
 
+    async def _system_event(self, seq: int, kind: str, data: bytes | None) -> Processed:
+        if self.grants is None:
+            return Processed([Undecryptable(seq, f"unknown delivery kind {kind!r}")], seq)
+        while True:
+            try:
+                events, after_commit = await self.grants.on_delivery(kind, data)
+            except ConnectionLost:
+                await asyncio.sleep(self.retry_seconds)
+                continue
+            return Processed(events, seq, after_commit=after_commit)
+
     async def _open(self, seq: int, envelope: Envelope) -> Processed:
         conversation_id = ConversationId(uuid.UUID(bytes=envelope.conversation_id))
         sender = AccountId(uuid.UUID(bytes=envelope.sender_account))
@@ -178,15 +198,25 @@ class Inbox:
                 [Undecryptable(seq, reason, conversation_id, sender, device, message_id)], seq
             )
 
+        supervised = self.grants is not None and (
+            conversation_id in self.grants.supervised_conversations()
+        )
         try:
-            conversation = await self.conversation(conversation_id)
+            conversation = None if supervised else await self.conversation(conversation_id)
         except ClientError as error:
             if isinstance(error, ConnectionLost):
                 raise
             return refuse(f"conversation cannot be trusted: {error}")
         if conversation is None:
-            return refuse("not a conversation this account reads")
-        if sender not in (conversation.me.account, conversation.peer.account):
+            # A supervisor reads conversations it is not a member of, under a verified grant.
+            refusal = (
+                "not a conversation this account reads"
+                if self.grants is None
+                else self.grants.admit_supervised(conversation_id, sender)
+            )
+            if refusal is not None:
+                return refuse(refusal)
+        elif sender not in (conversation.me.account, conversation.peer.account):
             return refuse("sender is not a reader of this conversation")
         sent_ms = envelope.timestamp_ms
         signing_key = self.peers.signing_key(sender, envelope.sender_device, sent_ms)

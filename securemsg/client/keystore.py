@@ -115,6 +115,36 @@ class PendingSend:
 
 
 @dataclass
+class GrantState:
+    """A supervisor grant this device verified (docs/sdk.md, "Supervisor grants")."""
+
+    record: bytes  # the therapist-signed grant, as verified
+    consent: bytes | None = None  # the client's co-signature, if the grant carries one
+    ended_ms: int | None = None  # when it was revoked (None: not revoked)
+    announced: bool = False  # `SupervisorGranted` was handed to the application
+    end_announced: bool = False  # `GrantEnded` was handed to the application
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": _b64(self.record),
+            "consent": None if self.consent is None else _b64(self.consent),
+            "ended_ms": self.ended_ms,
+            "announced": self.announced,
+            "end_announced": self.end_announced,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GrantState:
+        return cls(
+            record=_unb64(data["record"]),
+            consent=None if data["consent"] is None else _unb64(data["consent"]),
+            ended_ms=None if data["ended_ms"] is None else int(data["ended_ms"]),
+            announced=bool(data["announced"]),
+            end_announced=bool(data["end_announced"]),
+        )
+
+
+@dataclass
 class KeystoreState:
     """Everything in the keystore, in memory."""
 
@@ -130,6 +160,8 @@ class KeystoreState:
     receive_chains: dict[tuple[uuid.UUID, uuid.UUID], ReceiveChain] = field(default_factory=dict)
     send_chains: dict[uuid.UUID, SendChain] = field(default_factory=dict)
     outbox: list[PendingSend] = field(default_factory=list)
+    grants: dict[uuid.UUID, GrantState] = field(default_factory=dict)  # verified, by grant id
+    supervised: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # conv -> pinned client
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,6 +182,8 @@ class KeystoreState:
             ],
             "send_chains": {str(c): chain.to_json() for c, chain in self.send_chains.items()},
             "outbox": [p.to_json() for p in self.outbox],
+            "grants": {str(g): grant.to_json() for g, grant in self.grants.items()},
+            "supervised": {str(c): str(a) for c, a in self.supervised.items()},
         }
 
     @classmethod
@@ -176,6 +210,11 @@ class KeystoreState:
                 uuid.UUID(c): SendChain.from_json(chain) for c, chain in data["send_chains"].items()
             },
             outbox=[PendingSend.from_json(p) for p in data["outbox"]],
+            grants={
+                uuid.UUID(g): GrantState.from_json(grant)
+                for g, grant in data.get("grants", {}).items()
+            },
+            supervised={uuid.UUID(c): uuid.UUID(a) for c, a in data.get("supervised", {}).items()},
         )
 
 

@@ -162,6 +162,15 @@ class Peers:
             return record.known_devices.get(device_id)
         return None
 
+    def current_signing_key(self, account: uuid.UUID, device_id: bytes) -> bytes | None:
+        """The signing key of a device on the account's current verified list, under an
+        accepted identity key (for records that carry no trustworthy date, such as grants)."""
+        record = self.state.peers.get(account)
+        if record is None or record.pending_identity_key is not None:
+            return None
+        current = _entries(record).get(device_id)
+        return None if current is None else current[0]
+
     def record(self, account: uuid.UUID) -> PeerRecord | None:
         return self.state.peers.get(account)
 

@@ -46,6 +46,12 @@ class ErrorCode(enum.StrEnum):
     DUPLICATE_MESSAGE = "duplicate_message"
     CLOCK_SKEW = "clock_skew"
     STALE_DEVICE_LIST = "stale_device_list"
+    # supervisor grants
+    BAD_GRANT = "bad_grant"
+    NO_GRANT = "no_grant"
+    # legal requests (docs/legal-requests.md)
+    WRONG_STATE = "wrong_state"
+    EXPORT_TOO_LARGE = "export_too_large"
     # server side
     UNAVAILABLE = "unavailable"
     SLOW_READER = "slow_reader"

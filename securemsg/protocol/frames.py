@@ -209,9 +209,28 @@ def b64(data: bytes) -> str:
 # --- frames the server sends -----------------------------------------------------------------
 
 
-def encode(kind: str, **fields: Any) -> str:
+def encode(frame_type: str, /, **fields: Any) -> str:
     """Encode a frame: `encode("pong")`, `encode("deliver", seq=3, envelope=b64(raw))`."""
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
+    return json.dumps({"type": frame_type, **fields}, separators=(",", ":"))
+
+
+def deliver_frame(seq: int, data: bytes, kind: str = "message") -> str:
+    """`encode("deliver", seq=seq, envelope=b64(data))` (plus `kind` unless "message").
+
+    Formatted directly, not through json.dumps: this is the hot path, and every field is an
+    integer or base64 text, which need no escaping (`kind`, rare, still goes through json).
+    """
+    if kind == "message":
+        return f'{{"type":"deliver","seq":{seq:d},"envelope":"{b64(data)}"}}'
+    return f'{{"type":"deliver","seq":{seq:d},"envelope":"{b64(data)}","kind":{json.dumps(kind)}}}'
+
+
+def accepted_frame(conversation: uuid.UUID, message_id: bytes, received_ms: int) -> str:
+    """`encode("accepted", conversation=..., message=<hex>, received_ms=...)`, directly."""
+    return (
+        f'{{"type":"accepted","conversation":"{conversation}","message":"{message_id.hex()}",'
+        f'"received_ms":{received_ms:d}}}'
+    )
 
 
 def error_frame(code: ErrorCode, message: str, **extra: Any) -> str:

@@ -11,16 +11,22 @@ from collections.abc import AsyncIterator, Sequence
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
+from securemsg.audit.compliance import ComplianceService
+from securemsg.audit.integrator import Integrator
 from securemsg.clock import Clock, SystemClock
 from securemsg.protocol.errors import CloseCode, ErrorCode
-from securemsg.server import http
+from securemsg.server import compliance, grants_http, http, legal_http
 from securemsg.server.admin import AdminService
 from securemsg.server.broker import Broker, LocalBroker, RedisBroker
 from securemsg.server.delivery import Delivery, Push
 from securemsg.server.devices import DeviceService
+from securemsg.server.grants import GrantService
+from securemsg.server.holds import HoldService
 from securemsg.server.hub import Hub
+from securemsg.server.legal import LegalService
 from securemsg.server.login import LoginService
 from securemsg.server.passwords import PasswordHashing
+from securemsg.server.retention import RetentionService
 from securemsg.server.websocket import websocket_endpoint
 from securemsg.settings import Settings
 from securemsg.storage import migrate
@@ -43,6 +49,12 @@ class Services:
     hub: Hub
     broker: Broker
     delivery: Delivery
+    integrator: Integrator
+    compliance: ComplianceService
+    grants: GrantService
+    legal: LegalService
+    holds: HoldService
+    retention: RetentionService
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
@@ -54,8 +66,16 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
 
     def committed(pushes: Sequence[Push]) -> None:
         hub.deliver(pushes)
-        broker.publish(device_id for device_id, _, _ in pushes)
+        broker.publish(device_id for device_id, _, _, _ in pushes)
 
+    delivery = Delivery(database, settings, clock, committed)
+    integrator = Integrator(
+        keys_dir=settings.keys_dir,
+        origin=settings.audit_origin,
+        max_leaves=settings.audit_integrate_max_leaves,
+        interval_seconds=settings.audit_integrate_interval_seconds,
+        create_key=True,
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -66,7 +86,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         devices=DeviceService(database, settings),
         hub=hub,
         broker=broker,
-        delivery=Delivery(database, settings, clock, committed),
+        delivery=delivery,
+        grants=GrantService(database, settings, delivery),
+        integrator=integrator,
+        compliance=ComplianceService(database, max_page_events=settings.audit_max_page_events),
+        legal=LegalService(database, settings, integrator),
+        holds=HoldService(database, settings),
+        retention=RetentionService(database, settings),
     )
 
 
@@ -105,6 +131,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         if settings.auto_migrate:
             await migrate.upgrade(services.database)
         services.delivery.start()
+        services.integrator.start(services.database, services.clock)
+        services.retention.start(services.clock)
         await services.broker.start(services.hub.wake_devices)
         watcher = asyncio.create_task(watch_sessions(services), name="session-watcher")
         log.info("securemsg ready (%s)", services.database.dialect)
@@ -116,8 +144,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
                 socket.close_soon(
                     CloseCode.GOING_AWAY, ErrorCode.UNAVAILABLE, "server shutting down"
                 )
+            await services.retention.stop()
             await services.delivery.stop()
             await services.broker.stop()
+            await services.integrator.stop(services.database, services.clock)
             services.hashing.close()
             await services.database.close()
 
@@ -125,6 +155,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
         routes=[
             Route("/healthz", http.healthz, methods=["GET"]),
             *http.routes(),
+            *compliance.routes(),
+            *grants_http.routes(),
+            *legal_http.routes(),
             WebSocketRoute("/v1/ws", websocket_endpoint),
         ],
         exception_handlers={Exception: http.internal_error},

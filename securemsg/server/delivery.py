@@ -5,6 +5,11 @@ queue rows has committed. Sends that arrive while a batch is committing wait for
 there is no linger timer, so under load batches grow by themselves and when idle a send commits
 at once. Checks that need no database (structure, sender, clock, signature) run before queueing;
 membership and recipients are checked inside the batch transaction, against committed state.
+
+Costs on the event loop are per batch, not per message, where they can be (DESIGN §11):
+signatures are checked on a worker thread a chunk at a time (`_Verifier`), and on SQLite the
+whole batch transaction is one call on the database's writer thread (`Database.write_batch`);
+PostgreSQL runs the same statements on the async engine (its round trips are cheap).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from securemsg.audit.events import Actor, AuditAction, AuditEvent, Outcome
 from securemsg.clock import Clock
 from securemsg.crypto.envelope import verify_envelope_signature
 from securemsg.crypto.errors import InvalidSignature
@@ -25,18 +31,28 @@ from securemsg.crypto.signing import verify_signature
 from securemsg.protocol.envelope import Envelope, EnvelopeLimits, parse_envelope
 from securemsg.protocol.errors import EnvelopeError, ErrorCode
 from securemsg.protocol.frames import attach_message
+from securemsg.server.login import Principal
 from securemsg.settings import Settings
-from securemsg.storage.database import Database
+from securemsg.storage.audit import AuditLog
+from securemsg.storage.database import Connection, Database
 from securemsg.storage.devices import Device, DeviceStore
 from securemsg.storage.errors import StorageError
-from securemsg.storage.messages import MessageStore, NewEnvelope, QueuedDelivery
+from securemsg.storage.grants import GrantStore
+from securemsg.storage.messages import (
+    BatchStore,
+    MessageStore,
+    NewEnvelope,
+    QueuedDelivery,
+    StoredEnvelope,
+)
 
 log = logging.getLogger("securemsg.delivery")
 
-Push = tuple[uuid.UUID, int, bytes]  # (recipient device, its sequence number, envelope bytes)
+# (recipient device, its sequence number, envelope bytes, kind: "message" or a system event)
+Push = tuple[uuid.UUID, int, bytes, str]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Accepted:
     conversation_id: uuid.UUID
     message_id: bytes
@@ -53,14 +69,44 @@ class Queue:
     acked_seq: int
 
 
-@dataclasses.dataclass
+_UNCHECKED = object()
+
+
 class _Pending:
-    envelope: Envelope
-    conversation_id: uuid.UUID
-    sender_account: uuid.UUID
-    sender_device: uuid.UUID
-    verified: asyncio.Future[None]
-    future: asyncio.Future[Accepted]
+    """One queued send. `verdict` is written by the verifier thread before `checked` resolves."""
+
+    __slots__ = (
+        "checked",
+        "conversation_id",
+        "envelope",
+        "future",
+        "sender_account",
+        "sender_device",
+        "signing_key",
+        "verdict",
+    )
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        conversation_id: uuid.UUID,
+        sender_account: uuid.UUID,
+        sender_device: uuid.UUID,
+        signing_key: bytes,
+        future: asyncio.Future[Accepted],
+    ) -> None:
+        self.envelope = envelope
+        self.conversation_id = conversation_id
+        self.sender_account = sender_account
+        self.sender_device = sender_device
+        self.signing_key = signing_key
+        self.future = future
+        self.verdict: object = _UNCHECKED  # None: valid; else the exception the check raised
+        self.checked: asyncio.Future[None] | None = None
+
+
+# What a batch transaction hands back: a result per send (in batch order), and the pushes.
+_Outcome = tuple[list["Accepted | EnvelopeError"], list[Push]]
 
 
 class AttachError(Exception):
@@ -90,10 +136,7 @@ class Delivery:
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Ed25519 verification releases the GIL: a worker thread keeps it off the event loop.
-        self._verifier = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="verify"
-        )
+        self._verifier = _Verifier()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -112,7 +155,7 @@ class Delivery:
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(_unavailable())
-        self._verifier.shutdown(wait=False, cancel_futures=True)
+        self._verifier.close()
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -134,6 +177,16 @@ class Delivery:
 
     async def submit(self, raw: bytes, *, account_id: uuid.UUID, device: Device) -> Accepted:
         """Check, store and queue one envelope; raises EnvelopeError with the wire code."""
+        return await self.enqueue(raw, account_id=account_id, device=device)
+
+    def enqueue(
+        self, raw: bytes, *, account_id: uuid.UUID, device: Device
+    ) -> asyncio.Future[Accepted]:
+        """Check and queue one envelope; the future resolves once its batch has committed.
+
+        Raises EnvelopeError at once for what needs no database (structure, sender, clock);
+        the future fails with EnvelopeError for the rest (signature, membership, duplicates).
+        """
         envelope = parse_envelope(raw, self.limits)
         if envelope.sender_account != account_id.bytes or envelope.sender_device != device.id.bytes:
             raise EnvelopeError(
@@ -145,23 +198,20 @@ class Delivery:
                 f"envelope timestamp is more than {self.skew_ms // 1000} s from server time",
                 code=ErrorCode.CLOCK_SKEW,
             )
-        loop = asyncio.get_running_loop()
-        # Verify in a worker thread, but queue now: the batch waits for the verdict, so sends
-        # are stored in the order they arrived even when their checks finish out of order.
-        verified = loop.run_in_executor(
-            self._verifier, verify_envelope_signature, envelope, device.signing_key
-        )
         pending = _Pending(
-            envelope=envelope,
-            conversation_id=uuid.UUID(bytes=envelope.conversation_id),
-            sender_account=account_id,
-            sender_device=device.id,
-            verified=verified,
-            future=loop.create_future(),
+            envelope,
+            uuid.UUID(bytes=envelope.conversation_id),
+            account_id,
+            device.id,
+            device.signing_key,
+            asyncio.get_running_loop().create_future(),
         )
+        # Verify on a worker thread, but queue now: the batch waits for the verdict, so sends
+        # are stored in the order they arrived even when their checks finish out of order.
+        self._verifier.add(pending)
         self._queue.append(pending)
         self._wake.set()
-        return await pending.future
+        return pending.future
 
     def acknowledge(self, device_id: uuid.UUID, seq: int) -> None:
         """Record a cumulative ack; it is written with the next batch."""
@@ -169,14 +219,76 @@ class Delivery:
             self._acks[device_id] = seq
             self._wake.set()
 
+    # -- system events ------------------------------------------------------------------
+
+    async def queue_event(
+        self,
+        conn: Connection,
+        *,
+        conversation_id: uuid.UUID,
+        event_id: bytes,
+        kind: str,
+        data: bytes,
+        sender_device: uuid.UUID,
+        recipients: Sequence[uuid.UUID],
+        now_ms: int,
+    ) -> list[Push]:
+        """Queue a system event (e.g. a grant) for `recipients` in the caller's transaction.
+
+        Events travel in the same per-device queues as messages, so every participant sees them
+        in order with the messages around them. Hand the returned pushes to `on_committed` after
+        the caller's transaction commits.
+        """
+        await self.database.serialise_writers(conn)
+        store = MessageStore(conn)
+        event = NewEnvelope(conversation_id, event_id, sender_device, now_ms, data, kind)
+        (envelope_id,) = await store.insert_envelopes([event], now_ms=now_ms)
+        first = await store.allocate_seqs(dict.fromkeys(recipients, 1))
+        await store.insert_deliveries([(d, first[d], envelope_id) for d in recipients])
+        return [(d, first[d], data, kind) for d in recipients]
+
     # -- reading queues -------------------------------------------------------------------
 
     async def queue(self, device_id: uuid.UUID, *, after: int, limit: int) -> Queue:
+        """A participant's device reads its queue (no audit: it is their own conversation)."""
         async with self.database.read() as conn:
             store = MessageStore(conn)
             _last, acked, expired = await store.cursor(device_id)
             rows = await store.queued(device_id, after=max(after, expired), limit=limit)
         return Queue(rows, expired, acked)
+
+    async def supervisor_queue(
+        self, reader: Principal, device_id: uuid.UUID, *, after: int, limit: int
+    ) -> Queue:
+        """A supervisor's device reads its queue: audited in the same transaction, or nothing.
+
+        Deliveries of conversations without a grant in force now (expired, revoked) are dropped
+        from the queue and the attempt is recorded as denied; the rest are recorded as read.
+        If the audit write fails the transaction rolls back and nothing is returned.
+        """
+        now_ms = self.clock.now_ms()
+        async with self.database.write() as conn:
+            store = MessageStore(conn)
+            _last, acked, expired = await store.cursor(device_id)
+            rows = await store.queued(device_id, after=max(after, expired), limit=limit)
+            if not rows:
+                return Queue(rows, expired, acked)
+            conversations = {r.conversation_id for r in rows if r.conversation_id is not None}
+            granted = {
+                g.conversation_id
+                for g in await GrantStore(conn).active(
+                    conversations, now_ms=now_ms, supervisor_id=reader.account_id
+                )
+            }
+            allowed = [r for r in rows if r.conversation_id in granted or r.kind != "message"]
+            refused = [r for r in rows if r not in allowed]
+            await store.drop(device_id, [r.seq for r in refused])
+            events = [
+                supervisor_read_event(reader, conversation, outcome, seqs, device_id)
+                for conversation, outcome, seqs in _by_conversation(allowed, refused)
+            ]
+            await AuditLog(conn).record_many(events, now_ms=now_ms)
+        return Queue(allowed, expired, acked)
 
     # -- the group-commit loop ------------------------------------------------------------
 
@@ -194,8 +306,11 @@ class Delivery:
                 acks, self._acks = self._acks, {}
                 try:
                     pushes = await self._commit(batch, acks)
-                except StorageError as exc:
-                    log.error("delivery batch of %d failed: %s", len(batch), exc)
+                except Exception as exc:
+                    if isinstance(exc, StorageError):
+                        log.error("delivery batch of %d failed: %s", len(batch), exc)
+                    else:
+                        log.exception("delivery batch of %d failed", len(batch))
                     for pending in batch:
                         if not pending.future.done():
                             pending.future.set_exception(_unavailable())
@@ -208,9 +323,13 @@ class Delivery:
 
     @staticmethod
     async def _drop_unverified(batch: list[_Pending]) -> list[_Pending]:
-        verdicts = await asyncio.gather(*(p.verified for p in batch), return_exceptions=True)
+        """Await the batch's signature verdicts; fail and drop the sends that did not verify."""
+        chunks = {id(p.checked): p.checked for p in batch if p.checked is not None}
+        for checked in chunks.values():
+            await checked
         kept = []
-        for pending, verdict in zip(batch, verdicts, strict=True):
+        for pending in batch:
+            verdict = pending.verdict
             if verdict is None:
                 kept.append(pending)
             elif not pending.future.done():
@@ -224,28 +343,18 @@ class Delivery:
 
     async def _commit(self, batch: list[_Pending], acks: dict[uuid.UUID, int]) -> list[Push]:
         now_ms = self.clock.now_ms()
-        results: dict[int, Accepted | EnvelopeError] = {}
-        pushes: list[Push] = []
-        async with self.database.write() as conn:
-            await self.database.serialise_writers(conn)
-            store = MessageStore(conn)
-            await store.acknowledge(acks)
-            if batch:
-                accepted, new, recipients = await self._check_batch(store, batch, results, now_ms)
-                ids = await store.insert_envelopes([n for _, n in new], now_ms=now_ms)
-                counts = collections.Counter(d for i, _ in new for d in recipients[i])
-                first = await store.allocate_seqs(counts)
-                rows: list[tuple[uuid.UUID, int, int]] = []
-                for (index, item), envelope_id in zip(new, ids, strict=True):
-                    for device_id in recipients[index]:
-                        seq = first[device_id]
-                        first[device_id] = seq + 1
-                        rows.append((device_id, seq, envelope_id))
-                        pushes.append((device_id, seq, item.data))
-                    results[index] = accepted[index]
-                await store.insert_deliveries(rows)
-        for index, pending in enumerate(batch):
-            result = results[index]
+        if self.database.has_batch_writer:
+            # The whole transaction is one call on SQLite's writer thread: nothing in it may
+            # touch the event loop (the futures are resolved below, back on the loop).
+            weight = sum(len(p.envelope.raw) + 200 for p in batch) + 100 * len(acks)
+            results, pushes = await self.database.write_batch(
+                lambda store: _write_batch(store, batch, acks, now_ms), weight=weight
+            )
+        else:
+            async with self.database.write(urgent=True) as conn:
+                await self.database.serialise_writers(conn)
+                results, pushes = await _write_batch_async(MessageStore(conn), batch, acks, now_ms)
+        for pending, result in zip(batch, results, strict=True):
             if pending.future.done():
                 continue
             if isinstance(result, Accepted):
@@ -254,76 +363,259 @@ class Delivery:
                 pending.future.set_exception(result)
         return pushes
 
-    async def _check_batch(
+
+# -- one batch transaction: the same steps, on SQLite's writer thread or the async engine -----
+
+
+def _write_batch(
+    store: BatchStore, batch: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
+) -> _Outcome:
+    store.acknowledge(acks)
+    if not batch:
+        return [], []
+    keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
+    existing = store.existing(keys)
+    members = store.members(p.conversation_id for p in batch)
+    readers = _readers(members, store.supervisors(members, now_ms=now_ms))
+    devices = store.active_devices(a for r in readers.values() for a in r)
+    plan = _Plan(batch, keys, existing, members, readers, devices, now_ms)
+    ids = store.insert_envelopes(plan.envelopes, now_ms=now_ms)
+    first = store.allocate_seqs(plan.counts())
+    rows, pushes = plan.deliveries(ids, first)
+    store.insert_deliveries(rows)
+    return plan.results, pushes
+
+
+async def _write_batch_async(
+    store: MessageStore, batch: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
+) -> _Outcome:
+    await store.acknowledge(acks)
+    if not batch:
+        return [], []
+    keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
+    existing = await store.existing(keys)
+    members = await store.members(p.conversation_id for p in batch)
+    readers = _readers(members, await store.supervisors(members, now_ms=now_ms))
+    devices = await store.active_devices(a for r in readers.values() for a in r)
+    plan = _Plan(batch, keys, existing, members, readers, devices, now_ms)
+    ids = await store.insert_envelopes(plan.envelopes, now_ms=now_ms)
+    first = await store.allocate_seqs(plan.counts())
+    rows, pushes = plan.deliveries(ids, first)
+    await store.insert_deliveries(rows)
+    return plan.results, pushes
+
+
+def _readers(
+    members: Mapping[uuid.UUID, frozenset[uuid.UUID]],
+    supervisors: Mapping[uuid.UUID, set[uuid.UUID]],
+) -> dict[uuid.UUID, set[uuid.UUID]]:
+    """Who may read each conversation: its members, and supervisors with a grant in force."""
+    readers = {c: set(m) for c, m in members.items()}
+    for conversation_id, supervisor_ids in supervisors.items():
+        if conversation_id in readers:
+            readers[conversation_id] |= supervisor_ids
+    return readers
+
+
+class _Plan:
+    """The checks of one batch against committed state, and what to write for the sends that pass.
+
+    Pure: no I/O and no event loop (it runs on SQLite's writer thread).
+    """
+
+    def __init__(
         self,
-        store: MessageStore,
-        batch: list[_Pending],
-        results: dict[int, Accepted | EnvelopeError],
+        batch: Sequence[_Pending],
+        keys: Sequence[tuple[uuid.UUID, bytes]],
+        existing: Mapping[tuple[uuid.UUID, bytes], StoredEnvelope],
+        members: Mapping[uuid.UUID, frozenset[uuid.UUID]],
+        readers: Mapping[uuid.UUID, set[uuid.UUID]],
+        devices: Mapping[uuid.UUID, uuid.UUID],
         now_ms: int,
-    ) -> tuple[dict[int, Accepted], list[tuple[int, NewEnvelope]], dict[int, list[uuid.UUID]]]:
-        keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
-        existing = await store.existing(keys)
-        members = await store.members(p.conversation_id for p in batch)
-        devices = await store.active_devices(a for m in members.values() for a in m)
-        accepted: dict[int, Accepted] = {}
-        new: list[tuple[int, NewEnvelope]] = []
-        recipients: dict[int, list[uuid.UUID]] = {}
-        seen: dict[tuple[uuid.UUID, bytes], int] = {}
-        for index, pending in enumerate(batch):
-            key = keys[index]
-            envelope = pending.envelope
-            earlier = existing.get(key)
-            if earlier is not None or key in seen:
-                same = (
-                    earlier.data == envelope.raw
-                    if earlier is not None
-                    else batch[seen[key]].envelope.raw == envelope.raw
-                )
-                if not same:
-                    results[index] = EnvelopeError(
-                        "message id already used in this conversation",
-                        code=ErrorCode.DUPLICATE_MESSAGE,
-                    )
-                elif earlier is not None:
-                    results[index] = Accepted(key[0], key[1], earlier.received_ms, duplicate=True)
-                else:
-                    results[index] = Accepted(key[0], key[1], now_ms, duplicate=True)
-                continue
-            conversation_members = members.get(pending.conversation_id, frozenset())
-            if pending.sender_account not in conversation_members:
-                results[index] = EnvelopeError(
-                    "sender is not a member of this conversation", code=ErrorCode.NOT_MEMBER
-                )
-                continue
-            if devices.get(pending.sender_device) != pending.sender_account:
-                results[index] = EnvelopeError(
-                    "sending device is no longer active", code=ErrorCode.WRONG_SENDER
-                )
-                continue
-            targets = [uuid.UUID(bytes=d) for d in envelope.recipient_devices]
-            strangers = [t for t in targets if devices.get(t) not in conversation_members]
-            if strangers:
-                results[index] = EnvelopeError(
-                    f"wrap for {strangers[0]}, which is not an active device of a member",
-                    code=ErrorCode.BAD_RECIPIENTS,
-                )
-                continue
-            seen[key] = index
-            recipients[index] = [t for t in targets if t != pending.sender_device]
-            new.append(
-                (
-                    index,
-                    NewEnvelope(
-                        conversation_id=pending.conversation_id,
-                        message_id=envelope.message_id,
-                        sender_device=pending.sender_device,
-                        sent_ms=envelope.timestamp_ms,
-                        data=envelope.raw,
-                    ),
-                )
+    ) -> None:
+        self._batch = batch
+        self._existing = existing
+        self._members = members
+        self._readers = readers
+        self._devices = devices
+        self._now_ms = now_ms
+        self._seen: dict[tuple[uuid.UUID, bytes], int] = {}
+        self.envelopes: list[NewEnvelope] = []
+        self.recipients: list[list[uuid.UUID]] = []  # per entry of `envelopes`
+        self.results: list[Accepted | EnvelopeError] = [
+            self._check(index, pending, keys[index]) for index, pending in enumerate(batch)
+        ]
+
+    def _check(
+        self, index: int, pending: _Pending, key: tuple[uuid.UUID, bytes]
+    ) -> Accepted | EnvelopeError:
+        batch, existing, seen, now_ms = self._batch, self._existing, self._seen, self._now_ms
+        devices = self._devices
+        envelope = pending.envelope
+        earlier = existing.get(key)
+        if earlier is not None or key in seen:
+            same = (
+                earlier.data == envelope.raw
+                if earlier is not None
+                else batch[seen[key]].envelope.raw == envelope.raw
             )
-            accepted[index] = Accepted(pending.conversation_id, envelope.message_id, now_ms)
-        return accepted, new, recipients
+            if not same:
+                return EnvelopeError(
+                    "message id already used in this conversation",
+                    code=ErrorCode.DUPLICATE_MESSAGE,
+                )
+            if earlier is not None:
+                return Accepted(key[0], key[1], earlier.received_ms, duplicate=True)
+            return Accepted(key[0], key[1], now_ms, duplicate=True)
+        if pending.sender_account not in self._members.get(pending.conversation_id, frozenset()):
+            return EnvelopeError(
+                "sender is not a member of this conversation", code=ErrorCode.NOT_MEMBER
+            )
+        if devices.get(pending.sender_device) != pending.sender_account:
+            return EnvelopeError("sending device is no longer active", code=ErrorCode.WRONG_SENDER)
+        targets = [uuid.UUID(bytes=d) for d in envelope.recipient_devices]
+        allowed = self._readers[pending.conversation_id]
+        strangers = [t for t in targets if devices.get(t) not in allowed]
+        if strangers:
+            return EnvelopeError(
+                f"wrap for {strangers[0]}, which is not an active device of a member",
+                code=ErrorCode.BAD_RECIPIENTS,
+            )
+        seen[key] = index
+        self.recipients.append([t for t in targets if t != pending.sender_device])
+        self.envelopes.append(
+            NewEnvelope(
+                conversation_id=pending.conversation_id,
+                message_id=envelope.message_id,
+                sender_device=pending.sender_device,
+                sent_ms=envelope.timestamp_ms,
+                data=envelope.raw,
+            )
+        )
+        return Accepted(pending.conversation_id, envelope.message_id, now_ms)
+
+    def counts(self) -> collections.Counter[uuid.UUID]:
+        """How many new sequence numbers each recipient device needs."""
+        return collections.Counter(d for targets in self.recipients for d in targets)
+
+    def deliveries(
+        self, ids: Sequence[int], first: Mapping[uuid.UUID, int]
+    ) -> tuple[list[tuple[uuid.UUID, int, int]], list[Push]]:
+        """Queue rows (device, seq, envelope id) and pushes, in batch order per device."""
+        next_seq = dict(first)
+        rows: list[tuple[uuid.UUID, int, int]] = []
+        pushes: list[Push] = []
+        for item, envelope_id, targets in zip(self.envelopes, ids, self.recipients, strict=True):
+            for device_id in targets:
+                seq = next_seq[device_id]
+                next_seq[device_id] = seq + 1
+                rows.append((device_id, seq, envelope_id))
+                pushes.append((device_id, seq, item.data, item.kind))
+        return rows, pushes
+
+
+class _Verifier:
+    """Checks envelope signatures on one worker thread, a chunk per hand-off.
+
+    A chunk is whatever arrived while the previous one was being checked, so under load the
+    event loop pays one executor hand-off for many envelopes, and when idle a send is checked
+    at once. PyNaCl releases the GIL: checks run beside the loop. Each send gets its chunk's
+    future (`checked`) as it is queued, so the group commit can await a batch's verdicts
+    whatever state their chunks are in; verdicts are written to the sends before it resolves.
+    """
+
+    def __init__(self) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="verify"
+        )
+        self._waiting: list[_Pending] = []
+        self._next: asyncio.Future[None] | None = None
+        self._busy = False
+
+    def add(self, pending: _Pending) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        pending.checked = self._next
+        self._waiting.append(pending)
+        if not self._busy:
+            self._start()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _start(self) -> None:
+        chunk, self._waiting = self._waiting, []
+        checked, self._next = self._next, None
+        assert checked is not None
+        try:
+            running = asyncio.get_running_loop().run_in_executor(self._executor, _verify, chunk)
+        except RuntimeError as exc:  # shut down: nothing more can be checked
+            _fail(chunk, exc)
+            checked.set_result(None)
+            return
+        self._busy = True
+        running.add_done_callback(lambda done: self._finished(done, chunk, checked))
+
+    def _finished(
+        self, done: asyncio.Future[None], chunk: list[_Pending], checked: asyncio.Future[None]
+    ) -> None:
+        self._busy = False
+        if done.cancelled() or done.exception() is not None:
+            _fail(chunk, done.exception() if not done.cancelled() else RuntimeError("cancelled"))
+        if not checked.done():
+            checked.set_result(None)
+        if self._waiting:
+            self._start()
+
+
+def _verify(chunk: list[_Pending]) -> None:
+    """On the verifier thread: a verdict for every send of the chunk."""
+    for pending in chunk:
+        try:
+            verify_envelope_signature(pending.envelope, pending.signing_key)
+        except Exception as exc:  # noqa: BLE001 - recorded as the verdict
+            pending.verdict = exc
+        else:
+            pending.verdict = None
+
+
+def _fail(chunk: Iterable[_Pending], error: BaseException | None) -> None:
+    for pending in chunk:
+        if pending.verdict is _UNCHECKED:
+            pending.verdict = error or RuntimeError("not checked")
+
+
+def _by_conversation(
+    allowed: Sequence[QueuedDelivery], refused: Sequence[QueuedDelivery]
+) -> list[tuple[uuid.UUID, Outcome, list[int]]]:
+    groups: dict[tuple[uuid.UUID, Outcome], list[int]] = {}
+    for rows, outcome in ((allowed, Outcome.SUCCESS), (refused, Outcome.DENIED)):
+        for row in rows:
+            if row.kind == "message" and row.conversation_id is not None:
+                groups.setdefault((row.conversation_id, outcome), []).append(row.seq)
+    return [(c, o, seqs) for (c, o), seqs in groups.items()]
+
+
+def supervisor_read_event(
+    reader: Principal,
+    conversation_id: uuid.UUID,
+    outcome: Outcome,
+    seqs: Sequence[int],
+    device_id: uuid.UUID,
+) -> AuditEvent:
+    return AuditEvent(
+        action=AuditAction.SUPERVISOR_READ,
+        outcome=outcome,
+        actor=Actor(reader.account_id, reader.username, reader.role.value),
+        resource=f"conversation:{conversation_id}",
+        purpose="clinical supervision",
+        details={
+            "device": str(device_id),
+            "envelopes": len(seqs),
+            "first_seq": min(seqs),
+            "last_seq": max(seqs),
+        },
+    )
 
 
 def _unavailable() -> EnvelopeError:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+from securemsg.audit.events import Actor, AuditAction, AuditEvent, Outcome, Source, Subject
 from securemsg.crypto.devices import verify_device_certificate, verify_device_list
 from securemsg.crypto.errors import InvalidSignature
 from securemsg.protocol.devices import DeviceError, DeviceListLimits
 from securemsg.protocol.errors import ErrorCode, ProtocolError
 from securemsg.settings import Settings
-from securemsg.storage.accounts import AccountStore
+from securemsg.storage.accounts import Account, AccountStore
+from securemsg.storage.audit import AuditLog
 from securemsg.storage.conversations import ConversationStore
 from securemsg.storage.database import Database
 from securemsg.storage.devices import DeviceStore
@@ -53,8 +55,10 @@ class DeviceService:
         device_list: bytes,
         certificates: list[bytes],
         now_ms: int,
+        source: Source | None = None,
     ) -> Registered:
-        """Record a new signed device list (and certificates of the devices new on it)."""
+        """Record a new signed device list (and certificates of the devices new on it), and
+        audit the change in the same transaction."""
         async with self.database.write() as conn:
             accounts = AccountStore(conn)
             account = await accounts.get(account_id)
@@ -80,6 +84,7 @@ class DeviceService:
             except DeviceError:
                 raise
             store = DeviceStore(conn)
+            added: list[uuid.UUID] = []
             known = {
                 d.id.bytes: d for d in await store.of_accounts([account_id], active_only=False)
             }
@@ -105,6 +110,9 @@ class DeviceService:
                     raise DeviceRegistrationError(
                         f"certificate of device {device_uuid} does not match the list"
                     )
+                if await store.get(device_uuid) is not None:  # another account's device
+                    raise DeviceRegistrationError(f"device id {device_uuid} is already taken")
+                added.append(device_uuid)
                 await store.add(
                     device_id=device_uuid,
                     account_id=account_id,
@@ -122,6 +130,8 @@ class DeviceService:
                 device_list=device_list,
                 device_list_version=listed.list_version,
             )
+            event = _published_event(account, listed.list_version, added, revoked, source)
+            await AuditLog(conn).record(event, now_ms=now_ms)
         return Registered(listed.list_version, revoked)
 
     async def published(
@@ -146,3 +156,31 @@ class DeviceService:
             device_list=account.device_list,
             certificates={d.id: d.certificate for d in devices},
         )
+
+
+_MAX_LISTED_DEVICES = 32  # device ids named in one audit event; counts are always recorded
+
+
+def _published_event(
+    account: Account,
+    list_version: int,
+    added: list[uuid.UUID],
+    revoked: list[uuid.UUID],
+    source: Source | None,
+) -> AuditEvent:
+    return AuditEvent(
+        action=AuditAction.DEVICES_PUBLISHED,
+        outcome=Outcome.SUCCESS,
+        actor=Actor(account.id, account.username, account.role.value),
+        subject=Subject(account.id, account.username),
+        resource=f"device-list:{list_version}",
+        purpose="device management",
+        source=source or Source(),
+        details={
+            "identity_key": "first_published" if account.identity_key is None else "unchanged",
+            "added": tuple(str(d) for d in added[:_MAX_LISTED_DEVICES]),
+            "added_count": len(added),
+            "revoked": tuple(str(d) for d in revoked[:_MAX_LISTED_DEVICES]),
+            "revoked_count": len(revoked),
+        },
+    )

@@ -7,14 +7,16 @@ protocol.errors.ErrorCode; no handler lets a traceback or a 500 with details rea
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from securemsg.audit.events import MAX_NAME_CHARS, Source, clean_text
 from securemsg.protocol import frames
 from securemsg.protocol.errors import CloseCode, ErrorCode, ProtocolError
 from securemsg.server.login import LoginError, Principal
@@ -35,6 +37,10 @@ _STATUS = {
     ErrorCode.BAD_DEVICE: 400,
     ErrorCode.BAD_SIGNATURE: 400,
     ErrorCode.STALE_DEVICE_LIST: 409,
+    ErrorCode.WRONG_STATE: 409,
+    ErrorCode.EXPORT_TOO_LARGE: 413,
+    ErrorCode.BAD_GRANT: 400,
+    ErrorCode.NO_GRANT: 403,
     ErrorCode.LOGIN_FAILED: 401,
     ErrorCode.AUTH_REQUIRED: 401,
     ErrorCode.AUTH_FAILED: 401,
@@ -71,6 +77,18 @@ async def internal_error(request: Request, exc: Exception) -> Response:
         {"error": {"code": ErrorCode.UNAVAILABLE.value, "message": "internal error"}},
         status_code=500,
     )
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_source(request: Request) -> Source:
+    """Where a request came from, for the audit log: the peer address and a request id (the
+    client's `X-Request-ID` when well-formed, else a fresh one)."""
+    given = request.headers.get("x-request-id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    address = clean_text(request.client.host, MAX_NAME_CHARS) if request.client else None
+    return Source(address=address or None, request_id=request_id)
 
 
 def services_of(request: Request) -> Services:
@@ -131,12 +149,15 @@ async def read_json(request: Request, services: Services) -> dict[str, Any]:
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise HttpError(ErrorCode.FRAME_TOO_LARGE, f"request body exceeds the {limit}-byte limit")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HttpError(
-                ErrorCode.FRAME_TOO_LARGE, f"request body exceeds the {limit}-byte limit"
-            )
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HttpError(
+                    ErrorCode.FRAME_TOO_LARGE, f"request body exceeds the {limit}-byte limit"
+                )
+    except ClientDisconnect:  # gone mid-body (or cut off by request_timeout_seconds)
+        raise HttpError(ErrorCode.BAD_REQUEST, "the request body did not arrive") from None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -183,7 +204,11 @@ async def login(request: Request, services: Services) -> Response:
     password = string_field(body, "password", max_chars=services.settings.max_password_bytes)
     address = request.client.host if request.client else "unknown"
     result = await services.login.login(
-        username, password, address=address, now_ms=services.clock.now_ms()
+        username,
+        password,
+        address=address,
+        now_ms=services.clock.now_ms(),
+        request_id=request_source(request).request_id,
     )
     return JSONResponse(
         {
@@ -199,7 +224,9 @@ async def login(request: Request, services: Services) -> Response:
 
 @authenticated
 async def logout(request: Request, services: Services, principal: Principal) -> Response:
-    await services.login.logout(principal, now_ms=services.clock.now_ms())
+    await services.login.logout(
+        principal, now_ms=services.clock.now_ms(), source=request_source(request)
+    )
     return Response(status_code=204)
 
 
@@ -251,6 +278,7 @@ async def publish_devices(request: Request, services: Services, principal: Princ
         device_list=b64_field(body, "device_list"),
         certificates=certs,
         now_ms=services.clock.now_ms(),
+        source=request_source(request),
     )
     for socket in services.hub.of_account(principal.account_id):
         if socket.device_id in result.revoked:

@@ -21,7 +21,7 @@ class Socket(Protocol):
 
     def close_soon(self, code: CloseCode, error: ErrorCode, message: str) -> None: ...
 
-    def offer(self, seq: int, data: bytes) -> None: ...
+    def offer(self, seq: int, data: bytes, kind: str) -> None: ...
 
     def wake(self) -> None: ...
 
@@ -85,12 +85,12 @@ class Hub:
     def of_account(self, account_id: uuid.UUID) -> list[Socket]:
         return list(self._by_account.get(account_id, ()))
 
-    def deliver(self, pushes: Iterable[tuple[uuid.UUID, int, bytes]]) -> None:
-        """Hand committed (device, seq, envelope) triples to attached sockets, in order."""
-        for device_id, seq, data in pushes:
+    def deliver(self, pushes: Iterable[tuple[uuid.UUID, int, bytes, str]]) -> None:
+        """Hand committed (device, seq, data, kind) deliveries to attached sockets, in order."""
+        for device_id, seq, data, kind in pushes:
             socket = self._by_device.get(device_id)
             if socket is not None:
-                socket.offer(seq, data)
+                socket.offer(seq, data, kind)
 
     def wake_devices(self, device_ids: Iterable[uuid.UUID]) -> None:
         """Something new was committed elsewhere for these devices: re-read their queues."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import os
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,6 +22,17 @@ from securemsg.errors import SecuremsgError
 from securemsg.settings import Settings
 
 T = TypeVar("T")
+
+
+HASHING_NICENESS = 10
+
+
+def _below_the_event_loop() -> None:
+    """Run this hashing thread at a lower CPU priority than the rest of the process, so that
+    under a login flood hashes get the CPU that the event loop and database threads leave, and
+    message delivery is not starved (Linux gives each thread its own nice value)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
 class HashingOverloaded(SecuremsgError):
@@ -36,7 +50,9 @@ class PasswordHashing:
             type=Type.ID,
         )
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_hashes, thread_name_prefix="argon2"
+            max_workers=settings.max_concurrent_hashes,
+            thread_name_prefix="argon2",
+            initializer=_below_the_event_loop,
         )
         self._capacity = settings.max_concurrent_hashes + settings.max_queued_logins
         self._in_flight = 0

@@ -55,6 +55,15 @@ class ConversationStore:
         )
         return conversation_id
 
+    async def member_roles(self, conversation_id: uuid.UUID) -> dict[uuid.UUID, str]:
+        """account id -> "client" or "therapist" (empty for an unknown conversation)."""
+        rows = await self.conn.execute(
+            select(conversation_members.c.account_id, conversation_members.c.role).where(
+                conversation_members.c.conversation_id == conversation_id
+            )
+        )
+        return {account_id: role for account_id, role in rows}
+
     async def member_ids(self, conversation_id: uuid.UUID) -> frozenset[uuid.UUID]:
         rows = await self.conn.execute(
             select(conversation_members.c.account_id).where(

@@ -3,18 +3,34 @@
 Every statement here works on whole batches (SQLAlchemy Core executemany): the group-commit
 writer calls these inside one transaction per batch, never one transaction per message.
 A device's queue is its `deliveries` rows; a row is removed only when the device acknowledges it.
+
+`MessageStore` runs on the async engine (PostgreSQL's group commit, system events, reads).
+`BatchStore` is the same group-commit statements for SQLite's writer thread (storage/writer.py):
+plain `sqlite3`, synchronous, inside the thread's BEGIN IMMEDIATE transaction. The two must store
+the same rows: UUIDs as SQLAlchemy's `Uuid` does on SQLite (32 lowercase hex digits), envelope
+ids allocated the same way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
-from sqlalchemy import and_, bindparam, delete, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from securemsg.storage.models import conversation_members, deliveries, devices, envelopes
+from securemsg.storage.models import (
+    conversation_members,
+    deliveries,
+    devices,
+    envelopes,
+    grants,
+)
+
+# Bound parameters per statement: below SQLite's historical limit of 999.
+_CHUNK = 900
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +49,15 @@ class NewEnvelope:
     sender_device: uuid.UUID
     sent_ms: int
     data: bytes
+    kind: str = "message"
 
 
 @dataclasses.dataclass(frozen=True)
 class QueuedDelivery:
     seq: int
     data: bytes
+    kind: str = "message"
+    conversation_id: uuid.UUID | None = None
 
 
 class MessageStore:
@@ -52,16 +71,33 @@ class MessageStore:
         wanted = list(set(keys))
         if not wanted:
             return {}
-        rows = await self.conn.execute(
-            select(
-                envelopes.c.id,
-                envelopes.c.conversation_id,
-                envelopes.c.message_id,
-                envelopes.c.received_ms,
-                envelopes.c.data,
-            ).where(tuple_(envelopes.c.conversation_id, envelopes.c.message_id).in_(wanted))
+        columns = (
+            envelopes.c.id,
+            envelopes.c.conversation_id,
+            envelopes.c.message_id,
+            envelopes.c.received_ms,
+            envelopes.c.data,
         )
-        found = [StoredEnvelope(*row) for row in rows]
+        if self.conn.dialect.name == "sqlite":
+            # SQLite scans the unique index for a row-value IN list; one equality on the
+            # conversation plus an IN list of message ids per conversation is a direct probe each.
+            found: list[StoredEnvelope] = []
+            for conversation_id, message_ids in _by_conversation(wanted).items():
+                for chunk in _chunks(message_ids):
+                    rows = await self.conn.execute(
+                        select(*columns).where(
+                            envelopes.c.conversation_id == conversation_id,
+                            envelopes.c.message_id.in_(chunk),
+                        )
+                    )
+                    found.extend(StoredEnvelope(*row) for row in rows)
+        else:
+            rows = await self.conn.execute(
+                select(*columns).where(
+                    tuple_(envelopes.c.conversation_id, envelopes.c.message_id).in_(wanted)
+                )
+            )
+            found = [StoredEnvelope(*row) for row in rows]
         return {(e.conversation_id, e.message_id): e for e in found}
 
     async def members(
@@ -91,23 +127,60 @@ class MessageStore:
         )
         return {device_id: account_id for device_id, account_id in rows}
 
+    async def supervisors(
+        self, conversation_ids: Iterable[uuid.UUID], *, now_ms: int
+    ) -> dict[uuid.UUID, set[uuid.UUID]]:
+        """conversation -> supervisors with a grant in force at `now_ms` (readers, not senders).
+
+        The same rule as GrantStore.active (not revoked, from_ms <= now < until_ms), fetching
+        only the two ids the group commit needs.
+        """
+        ids = list(set(conversation_ids))
+        result: dict[uuid.UUID, set[uuid.UUID]] = {}
+        if ids:
+            rows = await self.conn.execute(
+                select(grants.c.conversation_id, grants.c.supervisor_id).where(
+                    grants.c.conversation_id.in_(ids),
+                    grants.c.revoked_ms.is_(None),
+                    grants.c.from_ms <= now_ms,
+                    grants.c.until_ms > now_ms,
+                )
+            )
+            for conversation_id, supervisor_id in rows:
+                result.setdefault(conversation_id, set()).add(supervisor_id)
+        return result
+
     async def insert_envelopes(self, new: Sequence[NewEnvelope], *, now_ms: int) -> list[int]:
-        """Insert envelopes; return their row ids in the same order."""
+        """Insert envelopes; return their row ids in the same order.
+
+        On SQLite the caller holds the one write lock (BEGIN IMMEDIATE), so the ids are allocated
+        here, after the largest one (what SQLite's own rowid allocation does), and the rows go in
+        with one executemany: INSERT ... RETURNING in parameter order is one statement per row
+        there. PostgreSQL keeps its sequence and a batched RETURNING.
+        """
         if not new:
             return []
+        params = [
+            {
+                "conversation_id": e.conversation_id,
+                "message_id": e.message_id,
+                "sender_device": e.sender_device,
+                "sent_ms": e.sent_ms,
+                "received_ms": now_ms,
+                "data": e.data,
+                "kind": e.kind,
+            }
+            for e in new
+        ]
+        if self.conn.dialect.name == "sqlite":
+            last = (await self.conn.execute(select(func.max(envelopes.c.id)))).scalar()
+            ids = list(range((last or 0) + 1, (last or 0) + 1 + len(new)))
+            for param, envelope_id in zip(params, ids, strict=True):
+                param["id"] = envelope_id
+            await self.conn.execute(envelopes.insert(), params)
+            return ids
         rows = await self.conn.execute(
-            envelopes.insert().returning(envelopes.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "conversation_id": e.conversation_id,
-                    "message_id": e.message_id,
-                    "sender_device": e.sender_device,
-                    "sent_ms": e.sent_ms,
-                    "received_ms": now_ms,
-                    "data": e.data,
-                }
-                for e in new
-            ],
+            envelopes.insert().returning(envelopes.c.id, sort_by_parameter_order=True), params
         )
         return [row[0] for row in rows]
 
@@ -161,13 +234,24 @@ class MessageStore:
 
     async def queued(self, device_id: uuid.UUID, *, after: int, limit: int) -> list[QueuedDelivery]:
         rows = await self.conn.execute(
-            select(deliveries.c.seq, envelopes.c.data)
+            select(
+                deliveries.c.seq, envelopes.c.data, envelopes.c.kind, envelopes.c.conversation_id
+            )
             .join(envelopes, envelopes.c.id == deliveries.c.envelope_id)
             .where(and_(deliveries.c.device_id == device_id, deliveries.c.seq > after))
             .order_by(deliveries.c.seq)
             .limit(limit)
         )
-        return [QueuedDelivery(seq, data) for seq, data in rows]
+        return [QueuedDelivery(*row) for row in rows]
+
+    async def drop(self, device_id: uuid.UUID, seqs: Sequence[int]) -> None:
+        """Remove specific queued deliveries (ones the device may no longer read)."""
+        if seqs:
+            await self.conn.execute(
+                delete(deliveries).where(
+                    deliveries.c.device_id == device_id, deliveries.c.seq.in_(list(seqs))
+                )
+            )
 
     async def cursor(self, device_id: uuid.UUID) -> tuple[int, int, int]:
         """(last_seq, acked_seq, expired_seq) of a device."""
@@ -179,3 +263,169 @@ class MessageStore:
             )
         ).first()
         return (0, 0, 0) if row is None else (int(row[0]), int(row[1]), int(row[2]))
+
+
+class BatchStore:
+    """MessageStore's group-commit statements on a plain `sqlite3` connection (SQLite only).
+
+    Used on SQLite's writer thread (storage/writer.py), inside its BEGIN IMMEDIATE transaction,
+    so read-then-write (envelope ids, sequence numbers) is safe. Synchronous: the whole batch is
+    one call on that thread. The same rows as MessageStore writes, column for column.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def existing(
+        self, keys: Iterable[tuple[uuid.UUID, bytes]]
+    ) -> dict[tuple[uuid.UUID, bytes], StoredEnvelope]:
+        found: dict[tuple[uuid.UUID, bytes], StoredEnvelope] = {}
+        for conversation_id, message_ids in _by_conversation(keys).items():
+            for chunk in _chunks(message_ids):
+                rows = self.conn.execute(
+                    _sql(
+                        "SELECT id, message_id, received_ms, data FROM envelopes"
+                        " WHERE conversation_id = ? AND message_id IN (?*)",
+                        len(chunk),
+                    ),
+                    [conversation_id.hex, *chunk],
+                )
+                for envelope_id, message_id, received_ms, data in rows:
+                    found[(conversation_id, message_id)] = StoredEnvelope(
+                        envelope_id, conversation_id, message_id, received_ms, data
+                    )
+        return found
+
+    def members(
+        self, conversation_ids: Iterable[uuid.UUID]
+    ) -> dict[uuid.UUID, frozenset[uuid.UUID]]:
+        result: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for chunk in _chunks([c.hex for c in set(conversation_ids)]):
+            rows = self.conn.execute(
+                _sql(
+                    "SELECT conversation_id, account_id FROM conversation_members"
+                    " WHERE conversation_id IN (?*)",
+                    len(chunk),
+                ),
+                chunk,
+            )
+            for conversation_id, account_id in rows:
+                result.setdefault(_uuid(conversation_id), set()).add(_uuid(account_id))
+        return {c: frozenset(m) for c, m in result.items()}
+
+    def supervisors(
+        self, conversation_ids: Iterable[uuid.UUID], *, now_ms: int
+    ) -> dict[uuid.UUID, set[uuid.UUID]]:
+        """As MessageStore.supervisors: the grants in force at `now_ms`."""
+        result: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for chunk in _chunks([c.hex for c in set(conversation_ids)]):
+            rows = self.conn.execute(
+                _sql(
+                    "SELECT conversation_id, supervisor_id FROM grants"
+                    " WHERE conversation_id IN (?*) AND revoked_ms IS NULL"
+                    " AND from_ms <= ? AND until_ms > ?",
+                    len(chunk),
+                ),
+                [*chunk, now_ms, now_ms],
+            )
+            for conversation_id, supervisor_id in rows:
+                result.setdefault(_uuid(conversation_id), set()).add(_uuid(supervisor_id))
+        return result
+
+    def active_devices(self, account_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
+        result: dict[uuid.UUID, uuid.UUID] = {}
+        for chunk in _chunks([a.hex for a in set(account_ids)]):
+            rows = self.conn.execute(
+                _sql(
+                    "SELECT id, account_id FROM devices"
+                    " WHERE account_id IN (?*) AND revoked_ms IS NULL",
+                    len(chunk),
+                ),
+                chunk,
+            )
+            for device_id, account_id in rows:
+                result[_uuid(device_id)] = _uuid(account_id)
+        return result
+
+    def insert_envelopes(self, new: Sequence[NewEnvelope], *, now_ms: int) -> list[int]:
+        """Insert envelopes with ids after the largest one; return the ids in order."""
+        if not new:
+            return []
+        (last,) = self.conn.execute("SELECT max(id) FROM envelopes").fetchone()
+        first = (last or 0) + 1
+        self.conn.executemany(
+            "INSERT INTO envelopes (id, conversation_id, message_id, sender_device, sent_ms,"
+            " received_ms, data, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    first + i,
+                    e.conversation_id.hex,
+                    e.message_id,
+                    e.sender_device.hex,
+                    e.sent_ms,
+                    now_ms,
+                    e.data,
+                    e.kind,
+                )
+                for i, e in enumerate(new)
+            ],
+        )
+        return list(range(first, first + len(new)))
+
+    def allocate_seqs(self, counts: Mapping[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+        """Reserve `counts[device]` sequence numbers per device; return each first new one."""
+        first: dict[uuid.UUID, int] = {}
+        hexes = {d.hex: d for d in counts}
+        for chunk in _chunks(list(hexes)):
+            rows = self.conn.execute(
+                _sql("SELECT id, last_seq FROM devices WHERE id IN (?*)", len(chunk)),
+                chunk,
+            )
+            for device_hex, last in rows:
+                first[hexes[device_hex]] = int(last) + 1
+        self.conn.executemany(
+            "UPDATE devices SET last_seq = ? WHERE id = ?",
+            [(start + counts[d] - 1, d.hex) for d, start in first.items()],
+        )
+        return first
+
+    def insert_deliveries(self, rows: Sequence[tuple[uuid.UUID, int, int]]) -> None:
+        """Queue (device, seq, envelope id) rows."""
+        if rows:
+            self.conn.executemany(
+                "INSERT INTO deliveries (device_id, seq, envelope_id) VALUES (?, ?, ?)",
+                [(d.hex, s, e) for d, s, e in rows],
+            )
+
+    def acknowledge(self, acks: Mapping[uuid.UUID, int]) -> None:
+        """Drop every queued delivery up to each device's acknowledged sequence number."""
+        if not acks:
+            return
+        params = [(device_id.hex, seq) for device_id, seq in acks.items()]
+        self.conn.executemany("DELETE FROM deliveries WHERE device_id = ? AND seq <= ?", params)
+        self.conn.executemany(
+            "UPDATE devices SET acked_seq = ?2 WHERE id = ?1 AND acked_seq < ?2", params
+        )
+
+
+def _by_conversation(keys: Iterable[tuple[uuid.UUID, bytes]]) -> dict[uuid.UUID, list[bytes]]:
+    grouped: dict[uuid.UUID, dict[bytes, None]] = {}
+    for conversation_id, message_id in keys:
+        grouped.setdefault(conversation_id, {})[message_id] = None
+    return {c: list(m) for c, m in grouped.items()}
+
+
+def _chunks(items: Sequence[object]) -> list[Sequence[object]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _sql(template: str, count: int) -> str:
+    """A constant statement with its one `(?*)` expanded to `count` placeholders: `(?, ?, ?)`.
+
+    Placeholders are the only text ever put into BatchStore's SQL; values are always bound.
+    """
+    return template.replace("(?*)", "(" + ", ".join("?" * count) + ")", 1)
+
+
+def _uuid(value: str | uuid.UUID) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(hex=value)

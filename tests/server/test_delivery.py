@@ -107,7 +107,7 @@ async def world(database: Database, clock: FakeClock) -> AsyncIterator[World]:
 async def test_accepted_send_is_queued_for_each_recipient_device(world: World) -> None:
     accepted = await world.submit(world.tess, world.seal(world.tess))
     assert accepted.duplicate is False
-    assert [(d, s) for d, s, _ in world.pushes] == [(world.carl.device.id, 1)]
+    assert [(d, s) for d, s, _, _ in world.pushes] == [(world.carl.device.id, 1)]
     queue = await world.delivery.queue(world.carl.device.id, after=0, limit=10)
     assert [q.seq for q in queue.deliveries] == [1]
 
@@ -160,8 +160,8 @@ async def test_concurrent_sends_commit_together_in_arrival_order(world: World) -
     raws = [world.seal(world.tess, f"m{i}") for i in range(50)]
     results = await asyncio.gather(*(world.submit(world.tess, raw) for raw in raws))
     assert len(results) == 50
-    assert [s for _, s, _ in world.pushes] == list(range(1, 51))
-    assert [data for _, _, data in world.pushes] == raws
+    assert [s for _, s, _, _ in world.pushes] == list(range(1, 51))
+    assert [data for _, _, data, _ in world.pushes] == raws
 
 
 async def test_identical_retry_is_idempotent_and_a_different_one_is_a_duplicate(

@@ -1,0 +1,712 @@
+"""Every role against every HTTP endpoint and WebSocket operation, from one table.
+
+`MATRIX` is the authorization policy as the server must enforce it: one row per operation, one
+column per role, each cell the outcome the real server process must produce (`ALLOWED` outcomes
+grant access; anything else is a refusal, by its wire code). Every cell is a test, run on SQLite
+and PostgreSQL; a refused cell also checks that no account, device, conversation, envelope or
+delivery row changed. The actors: carl (client) and tess (therapist) share conversation A;
+olga (client) and theo (therapist) share conversation B; sam (supervisor, no grant), cora
+(compliance) and adam (admin) are in no conversation. "foreign" means an account or device of
+conversation B's pair.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import ssl
+import time
+import typing
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.routing import Route
+from websockets.asyncio.client import ClientConnection
+
+from securemsg.crypto.devices import certify_device, sign_device_list
+from securemsg.crypto.keys import DeviceKeys, IdentityKey
+from securemsg.protocol import frames
+from securemsg.protocol.devices import DeviceEntry
+from securemsg.protocol.frames import ATTACH_PURPOSE
+from securemsg.server import compliance, http
+from securemsg.storage.models import metadata
+from tests.adversarial.actors import BACKENDS, provision_now, serving
+from tests.support.db import snapshot
+from tests.support.peer import Peer
+from tests.support.server import ServerProcess
+from tests.support.ws import open_socket, recv_json, until_closed
+
+ROLES = ("client", "therapist", "supervisor", "compliance", "admin", "anonymous")
+# Outcomes: an HTTP status for success, a wire error code (with its documented HTTP status) for an
+# HTTP refusal, a frame type or error code on the WebSocket, "close <code>" when the socket closes.
+OK, NO_CONTENT, READY, PONG, ATTACHED, ACCEPTED = (
+    "200",
+    "204",
+    "ready",
+    "pong",
+    "attached",
+    "accepted",
+)
+AUTH_REQUIRED, LOGIN_FAILED, FORBIDDEN = "auth_required", "login_failed", "forbidden"
+NOT_FOUND, BAD_DEVICE, BAD_SIGNATURE = "not_found", "bad_device", "bad_signature"
+NOT_ATTACHED, NOT_MEMBER, BAD_RECIPIENTS = "not_attached", "not_member", "bad_recipients"
+WRONG_SENDER, BAD_FRAME, CLOSE_4401, CLOSE_4402 = (
+    "wrong_sender",
+    "bad_frame",
+    "close 4401",
+    "close 4402",
+)
+ALLOWED = frozenset({OK, NO_CONTENT, READY, PONG, ATTACHED, ACCEPTED})
+
+# fmt: off
+MATRIX: dict[str, tuple[str, str, str, str, str, str]] = {
+    # operation (the function that performs it is in OPERATIONS below)
+    #        client         therapist      supervisor     compliance     admin          anonymous
+    "GET /healthz":
+        (OK,            OK,            OK,            OK,            OK,            OK),
+    "GET /v1/audit/key":
+        (OK,            OK,            OK,            OK,            OK,            OK),
+    "POST /v1/login: own credentials (anonymous: a guess at carl's)":
+        (OK,            OK,            OK,            OK,            OK,            LOGIN_FAILED),
+    "POST /v1/logout: a fresh session of one's own":
+        (NO_CONTENT,    NO_CONTENT,    NO_CONTENT,    NO_CONTENT,    NO_CONTENT,    AUTH_REQUIRED),
+    "GET /v1/me":
+        (OK,            OK,            OK,            OK,            OK,            AUTH_REQUIRED),
+    "GET /v1/conversations: lists exactly the caller's own":
+        (OK,            OK,            OK,            OK,            OK,            AUTH_REQUIRED),
+    "PUT /v1/devices: own newer device list":
+        (OK,            OK,            OK,            OK,            OK,            AUTH_REQUIRED),
+    "PUT /v1/devices: a foreign account's signed list and certificates":
+        (BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    AUTH_REQUIRED),
+    "PUT /v1/devices: own list with a foreign device's certificate":
+        (BAD_SIGNATURE, BAD_SIGNATURE, BAD_SIGNATURE, BAD_SIGNATURE, BAD_SIGNATURE, AUTH_REQUIRED),
+    "PUT /v1/devices: own list claiming a foreign device id":
+        (BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    AUTH_REQUIRED),
+    "PUT /v1/devices: own list under a new identity key":
+        (BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    AUTH_REQUIRED),
+    "GET /v1/accounts/{account_id}/devices: own account":
+        (OK,            OK,            OK,            OK,            OK,            AUTH_REQUIRED),
+    "GET /v1/accounts/{account_id}/devices: conversation A's other member (or carl)":
+        (OK,            OK,            NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     AUTH_REQUIRED),
+    "GET /v1/accounts/{account_id}/devices: a foreign account":
+        (NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     AUTH_REQUIRED),
+    "GET /v1/accounts/{account_id}/devices: an unknown account id":
+        (NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     AUTH_REQUIRED),
+    "GET /v1/accounts/{account_id}/devices: a malformed account id":
+        (NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     NOT_FOUND,     AUTH_REQUIRED),
+    "GET /v1/audit/events":
+        (FORBIDDEN,     FORBIDDEN,     FORBIDDEN,     OK,            FORBIDDEN,     AUTH_REQUIRED),
+    "GET /v1/audit/events/{index}":
+        (FORBIDDEN,     FORBIDDEN,     FORBIDDEN,     OK,            FORBIDDEN,     AUTH_REQUIRED),
+    "GET /v1/audit/checkpoint":
+        (FORBIDDEN,     FORBIDDEN,     FORBIDDEN,     OK,            FORBIDDEN,     AUTH_REQUIRED),
+    "GET /v1/audit/consistency":
+        (FORBIDDEN,     FORBIDDEN,     FORBIDDEN,     OK,            FORBIDDEN,     AUTH_REQUIRED),
+    "GET /v1/audit/export":
+        (FORBIDDEN,     FORBIDDEN,     FORBIDDEN,     OK,            FORBIDDEN,     AUTH_REQUIRED),
+    "WS auth: own token (anonymous: a forged one)":
+        (READY,         READY,         READY,         READY,         READY,         CLOSE_4401),
+    "WS ping":
+        (PONG,          PONG,          PONG,          PONG,          PONG,          CLOSE_4402),
+    "WS attach: own device":
+        (ATTACHED,      ATTACHED,      ATTACHED,      ATTACHED,      ATTACHED,      CLOSE_4402),
+    "WS attach: own device, signature over another challenge":
+        (BAD_SIGNATURE, BAD_SIGNATURE, BAD_SIGNATURE, BAD_SIGNATURE, BAD_SIGNATURE, CLOSE_4402),
+    "WS attach: a foreign device, signed with that device's key":
+        (BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    BAD_DEVICE,    CLOSE_4402),
+    "WS send: before attaching":
+        (NOT_ATTACHED,  NOT_ATTACHED,  NOT_ATTACHED,  NOT_ATTACHED,  NOT_ATTACHED,  CLOSE_4402),
+    "WS send: into conversation A":
+        (ACCEPTED,      ACCEPTED,      NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    CLOSE_4402),
+    "WS send: into conversation B":
+        (NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    CLOSE_4402),
+    "WS send: into an unknown conversation":
+        (NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    CLOSE_4402),
+    "WS send: into conversation A, wrapped to a foreign device":
+        (BAD_RECIPIENTS,BAD_RECIPIENTS,NOT_MEMBER,    NOT_MEMBER,    NOT_MEMBER,    CLOSE_4402),
+    "WS send: signed as another account":
+        (WRONG_SENDER,  WRONG_SENDER,  WRONG_SENDER,  WRONG_SENDER,  WRONG_SENDER,  CLOSE_4402),
+    "WS ack: before attaching":
+        (NOT_ATTACHED,  NOT_ATTACHED,  NOT_ATTACHED,  NOT_ATTACHED,  NOT_ATTACHED,  CLOSE_4402),
+    "WS ack: beyond the last delivered seq":
+        (BAD_FRAME,     BAD_FRAME,     BAD_FRAME,     BAD_FRAME,     BAD_FRAME,     CLOSE_4402),
+}
+# fmt: on
+# TODO(confidentiality controls): rows for supervisor grants (create, revoke, the supervisor's
+# live delivery, history and key-share fetch with and without a grant) and for legal requests
+# (file, approve by a second officer, export, download) once their endpoints exist; the
+# coverage test below fails as soon as a new route appears without a row.
+
+# Every request is plain HTTP to 127.0.0.1: an empty TLS context spares each client the ~30 ms
+# of loading CA certificates.
+PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+# The HTTP status each refusal code must come with (docs/protocol.md §5).
+STATUS = {
+    "auth_required": 401,
+    "login_failed": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "bad_device": 400,
+    "bad_signature": 400,
+}
+# Refusals must leave these tables exactly as they were (audit tables record refusals, and
+# sessions record activity, so they are left out).
+GUARDED = (
+    "accounts",
+    "devices",
+    "conversations",
+    "conversation_members",
+    "envelopes",
+    "deliveries",
+)
+
+
+@dataclasses.dataclass
+class World:
+    server: ServerProcess
+    actors: dict[str, Peer]  # by role
+    foreign: Peer  # olga, client in conversation B
+    foreign_therapist: Peer  # theo
+    conversation_a: uuid.UUID
+    conversation_b: uuid.UUID
+    versions: dict[str, int]  # each account's device list version
+
+    def peer_of(self, actor: Peer) -> Peer:
+        """The account whose devices `actor` may read as a conversation partner (or tries to)."""
+        if actor is self.actors["client"]:
+            return self.actors["therapist"]
+        return self.actors["client"]
+
+    def own_conversations(self, actor: Peer) -> set[str]:
+        shared = (self.actors["client"], self.actors["therapist"])
+        return {str(self.conversation_a)} if actor in shared else set()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    directory = tmp_path_factory.mktemp(f"matrix-{request.param}")
+    # Many logins from 127.0.0.1 are part of the matrix, not an attack.
+    with serving(directory, request.param, login_attempts_per_address=10_000) as server:
+        names = {
+            "carl": "client",
+            "tess": "therapist",
+            "sam": "supervisor",
+            "cora": "compliance",
+            "adam": "admin",
+            "olga": "client",
+            "theo": "therapist",
+        }
+        conversation_a, conversation_b = provision_now(
+            server, names, [("tess", "carl"), ("theo", "olga")]
+        )
+        peers = {name: Peer(server, name).login() for name in names}
+        for peer in peers.values():
+            response = peer.register()
+            assert response.status_code == 200, response.text
+        by_role = {role: peers[name] for name, role in list(names.items())[:5]}
+        world = World(
+            server=server,
+            actors=by_role,
+            foreign=peers["olga"],
+            foreign_therapist=peers["theo"],
+            conversation_a=conversation_a,
+            conversation_b=conversation_b,
+            versions=dict.fromkeys(names, 1),
+        )
+        _wait_for_checkpoint(world)
+        yield world
+        assert "Traceback" not in server.log()
+
+
+def _wait_for_checkpoint(world: World) -> None:
+    """The audit integrator signs its first checkpoint within a second or so of startup."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        response = httpx.get(
+            world.server.http_url + "/v1/audit/checkpoint",
+            headers=world.actors["compliance"].auth,
+            timeout=10,
+        )
+        if response.status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError("no audit checkpoint was signed")
+
+
+# -- observing outcomes ----------------------------------------------------------------------
+
+
+def _outcome(response: httpx.Response) -> str:
+    if response.status_code < 300:
+        return str(response.status_code)
+    code = str(response.json()["error"]["code"])
+    if response.status_code != STATUS.get(code):
+        return f"{response.status_code} {code}"  # an undocumented pairing fails the comparison
+    return code
+
+
+async def _http(
+    world: World, actor: Peer | None, method: str, path: str, **kwargs: Any
+) -> httpx.Response:
+    headers = {} if actor is None else actor.auth
+    async with httpx.AsyncClient(
+        base_url=world.server.http_url, timeout=10, verify=PLAIN_HTTP
+    ) as client:
+        return await client.request(method, path, headers=headers, **kwargs)
+
+
+async def _reply(ws: ClientConnection, *types: str) -> dict[str, Any]:
+    """The next frame of one of `types`, skipping deliveries and other pushes."""
+    while True:
+        frame = await recv_json(ws)
+        if frame["type"] in types:
+            return frame
+
+
+def _ws_outcome(frame: dict[str, Any]) -> str:
+    return str(frame["code"]) if frame["type"] == "error" else str(frame["type"])
+
+
+def _attach_frame(device_id: uuid.UUID, device: DeviceKeys, challenge: bytes) -> str:
+    signature = device.sign(ATTACH_PURPOSE, challenge + device_id.bytes)
+    return json.dumps(
+        {"type": "attach", "device": str(device_id), "signature": frames.b64(signature)}
+    )
+
+
+@contextlib.asynccontextmanager
+async def _socket(
+    world: World, actor: Peer, *, attach: bool = True
+) -> AsyncIterator[tuple[ClientConnection, bytes]]:
+    """An authenticated socket (attached to the actor's own device unless `attach` is False)."""
+    ws = await open_socket(world.server.ws_url, token=actor.token)
+    try:
+        ready = await recv_json(ws)
+        assert ready["type"] == "ready", ready
+        challenge = base64.b64decode(ready["challenge"])
+        if attach:
+            await ws.send(_attach_frame(actor.device_id, actor.device, challenge))
+            assert (await _reply(ws, "attached", "error"))["type"] == "attached"
+        yield ws, challenge
+    finally:
+        await ws.close()
+
+
+async def _anonymous(world: World, frame: str) -> str:
+    """Send `frame` as the first frame of a socket that never authenticated."""
+    ws = await open_socket(world.server.ws_url)
+    await ws.send(frame)
+    code, _ = await until_closed(ws)
+    return f"close {code}"
+
+
+async def _send(world: World, actor: Peer | None, envelope: bytes) -> str:
+    frame = json.dumps({"type": "send", "envelope": frames.b64(envelope)})
+    if actor is None:
+        return await _anonymous(world, frame)
+    async with _socket(world, actor) as (ws, _):
+        await ws.send(frame)
+        return _ws_outcome(await _reply(ws, "accepted", "error"))
+
+
+def _keys(*peers: Peer) -> dict[uuid.UUID, bytes]:
+    return {peer.device_id: peer.device.encryption_key for peer in peers}
+
+
+# -- device lists ----------------------------------------------------------------------------
+
+
+def _device_body(
+    peer: Peer,
+    version: int,
+    *,
+    identity: IdentityKey | None = None,
+    extra: tuple[tuple[uuid.UUID, DeviceKeys], ...] = (),
+    certificates: list[bytes] | None = None,
+) -> dict[str, Any]:
+    """A PUT /v1/devices body for `peer`'s account, signed by `identity` (default: its own)."""
+    assert peer.account_id is not None
+    identity = identity or peer.identity
+    now_ms = int(time.time() * 1000)
+    devices = [(peer.device_id, peer.device), *extra]
+    entries = [DeviceEntry(d.bytes, k.signing_key, k.encryption_key) for d, k in devices]
+    device_list = sign_device_list(
+        identity,
+        account_id=peer.account_id.bytes,
+        list_version=version,
+        devices=entries,
+        created_ms=now_ms,
+    )
+    if certificates is None:
+        certificates = [
+            certify_device(
+                identity,
+                account_id=peer.account_id.bytes,
+                device_id=d.bytes,
+                device=k.public_keys,
+                created_ms=now_ms,
+            )
+            for d, k in devices
+        ]
+    return {
+        "identity_key": frames.b64(identity.public_key),
+        "device_list": frames.b64(device_list),
+        "certificates": [frames.b64(c) for c in certificates],
+    }
+
+
+async def _put_devices(world: World, actor: Peer | None, body: dict[str, Any]) -> str:
+    response = await _http(world, actor, "PUT", "/v1/devices", json=body)
+    if response.status_code == 200 and actor is not None:
+        world.versions[actor.username] += 1
+    return _outcome(response)
+
+
+def _next_version(world: World, actor: Peer | None) -> int:
+    return 1 + world.versions[(actor or world.actors["client"]).username]
+
+
+# -- the operations --------------------------------------------------------------------------
+
+Operation = Callable[[World, Peer | None], Awaitable[str]]
+
+
+async def healthz(world: World, actor: Peer | None) -> str:
+    return _outcome(await _http(world, actor, "GET", "/healthz"))
+
+
+async def audit_key(world: World, actor: Peer | None) -> str:
+    return _outcome(await _http(world, actor, "GET", "/v1/audit/key"))
+
+
+async def login(world: World, actor: Peer | None) -> str:
+    username, password = (
+        ("carl", "a guess at the password") if actor is None else (actor.username, actor.password)
+    )
+    body = {"username": username, "password": password}
+    return _outcome(await _http(world, None, "POST", "/v1/login", json=body))
+
+
+async def logout(world: World, actor: Peer | None) -> str:
+    if actor is None:
+        return _outcome(await _http(world, None, "POST", "/v1/logout"))
+    fresh = Peer(world.server, actor.username).login()
+    outcome = _outcome(await _http(world, fresh, "POST", "/v1/logout"))
+    if (await _http(world, fresh, "GET", "/v1/me")).status_code != 401:
+        return f"{outcome}, yet the token still works"
+    return outcome
+
+
+async def me(world: World, actor: Peer | None) -> str:
+    response = await _http(world, actor, "GET", "/v1/me")
+    if actor is not None and response.status_code == 200:
+        assert response.json()["account"] == str(actor.account_id)
+    return _outcome(response)
+
+
+async def conversations(world: World, actor: Peer | None) -> str:
+    response = await _http(world, actor, "GET", "/v1/conversations")
+    if actor is not None and response.status_code == 200:
+        listed = {c["id"] for c in response.json()["conversations"]}
+        if listed != world.own_conversations(actor):
+            return f"200 listing {sorted(listed)}"
+    return _outcome(response)
+
+
+async def devices_newer(world: World, actor: Peer | None) -> str:
+    target = actor or world.actors["client"]
+    return await _put_devices(world, actor, _device_body(target, _next_version(world, actor)))
+
+
+async def devices_foreign_list(world: World, actor: Peer | None) -> str:
+    return await _put_devices(world, actor, _device_body(world.foreign, 1))
+
+
+async def devices_foreign_certificate(world: World, actor: Peer | None) -> str:
+    target = actor or world.actors["client"]
+    olga = world.foreign
+    assert olga.account_id is not None
+    olga_certificate = certify_device(
+        olga.identity,
+        account_id=olga.account_id.bytes,
+        device_id=olga.device_id.bytes,
+        device=olga.device.public_keys,
+        created_ms=int(time.time() * 1000),
+    )
+    body = _device_body(
+        target,
+        _next_version(world, actor),
+        extra=((olga.device_id, olga.device),),
+        certificates=[olga_certificate],
+    )
+    return await _put_devices(world, actor, body)
+
+
+async def devices_foreign_id(world: World, actor: Peer | None) -> str:
+    target = actor or world.actors["client"]
+    extra = ((world.foreign.device_id, DeviceKeys.generate()),)
+    body = _device_body(target, _next_version(world, actor), extra=extra)
+    return await _put_devices(world, actor, body)
+
+
+async def devices_new_identity(world: World, actor: Peer | None) -> str:
+    target = actor or world.actors["client"]
+    body = _device_body(target, _next_version(world, actor), identity=IdentityKey.generate())
+    return await _put_devices(world, actor, body)
+
+
+async def _account_devices(world: World, actor: Peer | None, account: str) -> str:
+    response = await _http(world, actor, "GET", f"/v1/accounts/{account}/devices")
+    if response.status_code == 200:
+        assert response.json()["account"] == account
+    return _outcome(response)
+
+
+async def devices_of_self(world: World, actor: Peer | None) -> str:
+    target = actor or world.actors["client"]
+    return await _account_devices(world, actor, str(target.account_id))
+
+
+async def devices_of_peer(world: World, actor: Peer | None) -> str:
+    target = world.actors["client"] if actor is None else world.peer_of(actor)
+    return await _account_devices(world, actor, str(target.account_id))
+
+
+async def devices_of_foreign(world: World, actor: Peer | None) -> str:
+    return await _account_devices(world, actor, str(world.foreign.account_id))
+
+
+async def devices_of_unknown(world: World, actor: Peer | None) -> str:
+    return await _account_devices(world, actor, str(uuid.uuid4()))
+
+
+async def devices_of_malformed(world: World, actor: Peer | None) -> str:
+    return await _account_devices(world, actor, "not-a-uuid")
+
+
+def _audit(path: str) -> Operation:
+    async def operation(world: World, actor: Peer | None) -> str:
+        return _outcome(await _http(world, actor, "GET", path))
+
+    return operation
+
+
+async def ws_auth(world: World, actor: Peer | None) -> str:
+    if actor is None:
+        return await _anonymous(world, json.dumps({"type": "auth", "token": "A" * 43}))
+    ws = await open_socket(world.server.ws_url)
+    try:
+        await ws.send(json.dumps({"type": "auth", "token": actor.token}))
+        return _ws_outcome(await recv_json(ws))
+    finally:
+        await ws.close()
+
+
+async def ws_ping(world: World, actor: Peer | None) -> str:
+    if actor is None:
+        return await _anonymous(world, json.dumps({"type": "ping"}))
+    async with _socket(world, actor, attach=False) as (ws, _):
+        await ws.send(json.dumps({"type": "ping"}))
+        return _ws_outcome(await _reply(ws, "pong", "error"))
+
+
+async def _attach(world: World, actor: Peer | None, make: Callable[[Peer, bytes], str]) -> str:
+    if actor is None:
+        return await _anonymous(world, make(world.actors["client"], os.urandom(32)))
+    async with _socket(world, actor, attach=False) as (ws, challenge):
+        await ws.send(make(actor, challenge))
+        return _ws_outcome(await _reply(ws, "attached", "error"))
+
+
+async def attach_own(world: World, actor: Peer | None) -> str:
+    return await _attach(
+        world, actor, lambda peer, challenge: _attach_frame(peer.device_id, peer.device, challenge)
+    )
+
+
+async def attach_stale_challenge(world: World, actor: Peer | None) -> str:
+    return await _attach(
+        world,
+        actor,
+        lambda peer, _challenge: _attach_frame(peer.device_id, peer.device, os.urandom(32)),
+    )
+
+
+async def attach_foreign(world: World, actor: Peer | None) -> str:
+    olga = world.foreign
+    return await _attach(
+        world, actor, lambda _peer, challenge: _attach_frame(olga.device_id, olga.device, challenge)
+    )
+
+
+async def send_unattached(world: World, actor: Peer | None) -> str:
+    carl, tess = world.actors["client"], world.actors["therapist"]
+    envelope = carl.seal(world.conversation_a, _keys(tess), "hello")
+    frame = json.dumps({"type": "send", "envelope": frames.b64(envelope)})
+    if actor is None:
+        return await _anonymous(world, frame)
+    async with _socket(world, actor, attach=False) as (ws, _):
+        await ws.send(frame)
+        return _ws_outcome(await _reply(ws, "accepted", "error"))
+
+
+async def send_conversation_a(world: World, actor: Peer | None) -> str:
+    carl, tess = world.actors["client"], world.actors["therapist"]
+    sender = actor or carl
+    recipients = _keys(*(p for p in (carl, tess) if p is not sender))
+    return await _send(world, actor, sender.seal(world.conversation_a, recipients, "hello"))
+
+
+async def send_conversation_b(world: World, actor: Peer | None) -> str:
+    sender = actor or world.actors["client"]
+    recipients = _keys(world.foreign, world.foreign_therapist)
+    return await _send(world, actor, sender.seal(world.conversation_b, recipients, "hello"))
+
+
+async def send_unknown_conversation(world: World, actor: Peer | None) -> str:
+    sender = actor or world.actors["client"]
+    envelope = sender.seal(uuid.uuid4(), _keys(world.actors["client"]), "hello")
+    return await _send(world, actor, envelope)
+
+
+async def send_foreign_wrap(world: World, actor: Peer | None) -> str:
+    carl, tess = world.actors["client"], world.actors["therapist"]
+    sender = actor or carl
+    recipients = _keys(*(p for p in (carl, tess) if p is not sender), world.foreign)
+    return await _send(world, actor, sender.seal(world.conversation_a, recipients, "hello"))
+
+
+async def send_forged_sender(world: World, actor: Peer | None) -> str:
+    carl, tess = world.actors["client"], world.actors["therapist"]
+    sender = actor or carl
+    impersonated = tess if sender is carl else carl
+    envelope = sender.seal(
+        world.conversation_a, _keys(carl, tess), "hello", sender_account=impersonated.account_id
+    )
+    return await _send(world, actor, envelope)
+
+
+async def _ack(world: World, actor: Peer | None, seq: int, *, attach: bool) -> str:
+    frame = json.dumps({"type": "ack", "seq": seq})
+    if actor is None:
+        return await _anonymous(world, frame)
+    async with _socket(world, actor, attach=attach) as (ws, _):
+        await ws.send(frame)
+        await ws.send(json.dumps({"type": "ping"}))  # an ack has no reply unless refused
+        return _ws_outcome(await _reply(ws, "error", "pong"))
+
+
+async def ack_unattached(world: World, actor: Peer | None) -> str:
+    return await _ack(world, actor, 1, attach=False)
+
+
+async def ack_beyond(world: World, actor: Peer | None) -> str:
+    return await _ack(world, actor, 10**12, attach=True)
+
+
+OPERATIONS: dict[str, Operation] = {
+    "GET /healthz": healthz,
+    "GET /v1/audit/key": audit_key,
+    "POST /v1/login: own credentials (anonymous: a guess at carl's)": login,
+    "POST /v1/logout: a fresh session of one's own": logout,
+    "GET /v1/me": me,
+    "GET /v1/conversations: lists exactly the caller's own": conversations,
+    "PUT /v1/devices: own newer device list": devices_newer,
+    "PUT /v1/devices: a foreign account's signed list and certificates": devices_foreign_list,
+    "PUT /v1/devices: own list with a foreign device's certificate": devices_foreign_certificate,
+    "PUT /v1/devices: own list claiming a foreign device id": devices_foreign_id,
+    "PUT /v1/devices: own list under a new identity key": devices_new_identity,
+    "GET /v1/accounts/{account_id}/devices: own account": devices_of_self,
+    "GET /v1/accounts/{account_id}/devices: conversation A's other member (or carl)": (
+        devices_of_peer
+    ),
+    "GET /v1/accounts/{account_id}/devices: a foreign account": devices_of_foreign,
+    "GET /v1/accounts/{account_id}/devices: an unknown account id": devices_of_unknown,
+    "GET /v1/accounts/{account_id}/devices: a malformed account id": devices_of_malformed,
+    "GET /v1/audit/events": _audit("/v1/audit/events"),
+    "GET /v1/audit/events/{index}": _audit("/v1/audit/events/0"),
+    "GET /v1/audit/checkpoint": _audit("/v1/audit/checkpoint"),
+    "GET /v1/audit/consistency": _audit("/v1/audit/consistency?from=1"),
+    "GET /v1/audit/export": _audit("/v1/audit/export"),
+    "WS auth: own token (anonymous: a forged one)": ws_auth,
+    "WS ping": ws_ping,
+    "WS attach: own device": attach_own,
+    "WS attach: own device, signature over another challenge": attach_stale_challenge,
+    "WS attach: a foreign device, signed with that device's key": attach_foreign,
+    "WS send: before attaching": send_unattached,
+    "WS send: into conversation A": send_conversation_a,
+    "WS send: into conversation B": send_conversation_b,
+    "WS send: into an unknown conversation": send_unknown_conversation,
+    "WS send: into conversation A, wrapped to a foreign device": send_foreign_wrap,
+    "WS send: signed as another account": send_forged_sender,
+    "WS ack: before attaching": ack_unattached,
+    "WS ack: beyond the last delivered seq": ack_beyond,
+}
+
+
+async def _guarded(world: World) -> dict[str, list[tuple[Any, ...]]]:
+    others = tuple(t.name for t in metadata.sorted_tables if t.name not in GUARDED)
+    return await snapshot(world.server.database_url, exclude=others)
+
+
+@pytest.mark.parametrize("operation", list(MATRIX))
+async def test_each_role_gets_exactly_the_access_the_matrix_grants(
+    world: World, operation: str
+) -> None:
+    """One row: every refused cell first (nothing stored may change), then every allowed one."""
+    expected = dict(zip(ROLES, MATRIX[operation], strict=True))
+    refused = [role for role in ROLES if expected[role] not in ALLOWED]
+    observed: dict[str, str] = {}
+    before = await _guarded(world)
+    for role in refused:
+        observed[role] = await OPERATIONS[operation](world, world.actors.get(role))
+    assert await _guarded(world) == before, "a refused operation changed stored state"
+    for role in ROLES:
+        if role not in refused:
+            observed[role] = await OPERATIONS[operation](world, world.actors.get(role))
+    assert {role: observed[role] for role in ROLES} == expected
+
+
+def test_every_endpoint_and_client_frame_has_a_row_in_the_matrix() -> None:
+    routes = [
+        route
+        for route in (*http.routes(), *compliance.routes())
+        if isinstance(route, Route) and route.methods
+    ]
+    served = {
+        f"{method} {route.path}"
+        for route in routes
+        for method in route.methods or ()
+        if method != "HEAD"
+    } | {"GET /healthz"}
+    covered = {operation.split(":")[0] for operation in MATRIX}
+    assert served <= covered, f"no matrix row for {sorted(served - covered)}"
+    frame_types = {cls.type for cls in typing.get_args(frames.ClientFrame)}
+    ws_rows = {operation.split(":")[0].removeprefix("WS ") for operation in MATRIX}
+    assert frame_types <= ws_rows, f"no matrix row for frames {sorted(frame_types - ws_rows)}"
+    assert set(MATRIX) == set(OPERATIONS)
+
+
+def test_every_matrix_cell_is_an_observable_outcome() -> None:
+    """Each row has one cell per role, and each cell is an outcome the tests can observe."""
+    observable = ALLOWED | set(STATUS) | {"close 4401", "close 4402"}
+    observable |= {
+        "not_member",
+        "bad_recipients",
+        "wrong_sender",
+        "not_attached",
+        "bad_frame",
+        "bad_device",
+        "bad_signature",
+    }
+    for operation, cells in MATRIX.items():
+        assert len(cells) == len(ROLES), operation
+        assert set(cells) <= observable, (operation, set(cells) - observable)
