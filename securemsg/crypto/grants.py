@@ -189,4 +189,3 @@ def open_shared(
         return OpenedEnvelope(envelope, unpad(padded))
     except (nacl.exceptions.CryptoError, EnvelopeError) as error:
         raise DecryptionFailed("body does not open under the shared key") from error
-

@@ -24,7 +24,7 @@ from securemsg.server.grants import GrantService
 from securemsg.server.holds import HoldService
 from securemsg.server.hub import Hub
 from securemsg.server.legal import LegalService
-from securemsg.server.login import LoginService
+from securemsg.server.login import TOUCH_EVERY_MS, LoginService
 from securemsg.server.passwords import PasswordHashing
 from securemsg.server.retention import RetentionService
 from securemsg.server.websocket import websocket_endpoint
@@ -112,7 +112,7 @@ async def watch_sessions(services: Services) -> None:
                 store = SessionStore(conn)
                 ended = await store.ended(sessions, now_ms=now_ms, idle_ms=idle_ms)
                 # An open socket is activity: keep its session from idling out.
-                await store.touch(sessions - ended, now_ms=now_ms)
+                await store.touch(sessions - ended, now_ms=now_ms, older_than_ms=TOUCH_EVERY_MS)
         except StorageError as exc:
             log.warning("session check skipped: %s", exc)
             continue

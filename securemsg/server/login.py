@@ -35,7 +35,7 @@ from securemsg.storage.database import Database
 from securemsg.storage.sessions import SessionStore
 
 TOKEN_BYTES = 32
-_TOUCH_EVERY_MS = 30_000
+TOUCH_EVERY_MS = 30_000
 PURPOSE = "authentication"
 
 
@@ -158,7 +158,7 @@ class LoginService:
             or session.last_seen_ms <= now_ms - idle_ms
         ):
             raise LoginError(ErrorCode.AUTH_FAILED, "invalid or expired token")
-        if now_ms - session.last_seen_ms >= _TOUCH_EVERY_MS:
+        if now_ms - session.last_seen_ms >= TOUCH_EVERY_MS:
             async with self.database.write() as conn:
                 await SessionStore(conn).touch([session.id], now_ms=now_ms)
         return Principal(account.id, account.username, account.role, session.id)

@@ -83,7 +83,7 @@ class GrantStore:
     async def add_key_shares(
         self, rows: Sequence[tuple[uuid.UUID, bytes, uuid.UUID, bytes]], *, now_ms: int
     ) -> None:
-        """Store (grant, message id, supervisor device, signed record) rows; a repeat replaces nothing."""
+        """Store (grant, message id, supervisor device, record) rows; repeats are skipped."""
         existing = {
             (m, d)
             for m, d in await self.conn.execute(

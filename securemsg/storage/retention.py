@@ -3,8 +3,8 @@
 Nothing under an active legal hold is ever selected for deletion: an envelope is held when its
 conversation is held or when any member of that conversation has an account hold; a queued
 delivery also when its device belongs to a held account. Holds are read inside the caller's
-transaction, which takes `HoldStore.lock` (storage/legal.py) first, so a hold placed (committed) before a
-batch starts is always seen by it.
+transaction, which takes `HoldStore.lock` (storage/legal.py) first, so a hold placed (committed)
+before a batch starts is always seen by it.
 """
 
 from __future__ import annotations

@@ -57,11 +57,16 @@ class SessionStore:
         ).first()
         return None if row is None else Session(*row)
 
-    async def touch(self, session_ids: Iterable[uuid.UUID], *, now_ms: int) -> None:
+    async def touch(
+        self, session_ids: Iterable[uuid.UUID], *, now_ms: int, older_than_ms: int = 0
+    ) -> None:
+        """Mark sessions as used now; only those last seen more than `older_than_ms` ago."""
         ids = list(session_ids)
         if ids:
             await self.conn.execute(
-                update(sessions).where(sessions.c.id.in_(ids)).values(last_seen_ms=now_ms)
+                update(sessions)
+                .where(sessions.c.id.in_(ids), sessions.c.last_seen_ms <= now_ms - older_than_ms)
+                .values(last_seen_ms=now_ms)
             )
 
     async def revoke(self, session_id: uuid.UUID, *, now_ms: int) -> None:
