@@ -39,6 +39,7 @@ class Settings:
     max_unauthenticated_sockets_per_address: int = 32
     max_sockets_per_account: int = 16
     outbound_queue_bytes: int = 1048576
+    slow_reader_seconds: float = 10.0
     send_rate_per_second: float = 200.0
     send_burst: int = 400
 

@@ -521,6 +521,22 @@ class SocketSession:
         if self._pump_task is None and self._closing is None and self.device_id is not None:
             self._pump_task = asyncio.get_running_loop().create_task(self._pump(), name="ws-pump")
 
+    async def _put_backlog(self, frame: str) -> bool:
+        """Queue a backlog frame; a reader that makes no room for `slow_reader_seconds` is cut
+        off like a live one (4503) and resumes from its cursor when it reconnects."""
+        try:
+            await asyncio.wait_for(
+                self.outbox.put(frame), timeout=self.settings.slow_reader_seconds
+            )
+        except TimeoutError:
+            self.close_soon(
+                CloseCode.SLOW_READER,
+                ErrorCode.SLOW_READER,
+                "too far behind; reconnect to resume from your cursor",
+            )
+            return False
+        return True
+
     async def _pump(self) -> None:
         """Send the queue from the cursor until caught up, then hand over to `offer` and end."""
         assert self.device_id is not None
@@ -542,13 +558,15 @@ class SocketSession:
                     await asyncio.sleep(1.0)
                     continue
                 if queue.expired_seq > self._last_sent:
-                    await self.outbox.put(
-                        frames.encode("gap", first=self._last_sent + 1, last=queue.expired_seq)
-                    )
+                    gap = frames.encode("gap", first=self._last_sent + 1, last=queue.expired_seq)
+                    if not await self._put_backlog(gap):
+                        return
                     self._last_sent = queue.expired_seq
                 for item in queue.deliveries:
                     if item.seq > self._last_sent:
-                        await self.outbox.put(frames.deliver_frame(item.seq, item.data, item.kind))
+                        frame = frames.deliver_frame(item.seq, item.data, item.kind)
+                        if not await self._put_backlog(frame):
+                            return
                         self._last_sent = item.seq
                 if len(queue.deliveries) >= page:
                     continue
