@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from securemsg.client.client import Client, ClientOptions, DeviceInfo
 from securemsg.client.conversations import Conversation
 from securemsg.client.devices import DeviceApproval, DeviceRequest
-from securemsg.client.events import AccountId, DeviceId, Event
+from securemsg.client.events import AccountId, DeviceId, Event, GrantInfo, Message
 from securemsg.client.outbox import Sent
 from securemsg.crypto.safety import SafetyNumber
 
@@ -112,6 +112,37 @@ class BlockingClient:
 
     def revoke_device(self, device_id: uuid.UUID) -> None:
         self._run(self._client.revoke_device(device_id))
+
+    def grant_supervisor(
+        self,
+        conversation: uuid.UUID,
+        supervisor: uuid.UUID,
+        *,
+        until_ms: int,
+        from_ms: int | None = None,
+        include_history: bool = False,
+    ) -> GrantInfo:
+        return self._run(
+            self._client.grant_supervisor(
+                conversation,
+                supervisor,
+                until_ms=until_ms,
+                from_ms=from_ms,
+                include_history=include_history,
+            )
+        )
+
+    def revoke_grant(self, grant_id: uuid.UUID) -> GrantInfo | None:
+        return self._run(self._client.revoke_grant(grant_id))
+
+    def grants(self, conversation: uuid.UUID) -> list[GrantInfo]:
+        return self._run(self._client.grants(conversation))
+
+    def share_history(self, grant_id: uuid.UUID) -> int:
+        return self._run(self._client.share_history(grant_id))
+
+    def history(self, conversation: uuid.UUID) -> list[Message]:
+        return self._run(self._client.history(conversation))
 
     @property
     def account(self) -> AccountId | None:

@@ -31,6 +31,7 @@ from securemsg.client.conversations import Conversation, ConversationBook
 from securemsg.client.devices import DeviceApproval, DeviceRequest
 from securemsg.client.disclosures import Disclosure
 from securemsg.client.errors import (
+    AuthenticationError,
     ClientClosed,
     ClientError,
     ConnectionLost,
@@ -48,6 +49,7 @@ from securemsg.client.events import (
     Event,
     Gap,
     GrantInfo,
+    GrantRejected,
     Message,
     MessageId,
     Undecryptable,
@@ -372,7 +374,10 @@ class Client:
             raise PeerUnavailable(f"{conversation.peer.username} has no verified device")
         recipients = {**self._peers.devices(peer), **self._peers.devices(me)}
         recipients.update(await self._supervisor_devices(conversation.id, refresh=refresh))
-        recipients.pop(self._state.device_id.bytes, None)
+        # This device is a recipient too: the server never delivers an envelope back to its
+        # sending device, but the wrap lets this device open its own messages later (to share
+        # them with a supervisor, `share_history`).
+        recipients[self._state.device_id.bytes] = self._state.device_keys.encryption_key
         assert self._state.account is not None
         try:
             return seal_envelope(
@@ -560,7 +565,7 @@ class Client:
                 )
                 envelope = parse_envelope(item.envelope, self.options.limits)
             except (DecryptionFailed, EnvelopeError):
-                continue  # not wrapped to this device (e.g. sent by it, or before it existed)
+                continue  # not wrapped to this device (e.g. stored before it existed)
             if envelope.conversation_id != grant.conversation.bytes:
                 continue
             shared += 1
@@ -623,8 +628,17 @@ class Client:
         of the ones it supervises), verified, so the app is never unaware of an active one."""
         wanted = {c.id for c in self.conversations()} | self._grants.supervised_conversations()
         for conversation in sorted(wanted):
-            with contextlib.suppress(RequestFailed):
+            try:
                 await self._grants.refresh(conversation)
+            except (ConnectionLost, AuthenticationError):
+                raise
+            except ClientError as error:  # refused or malformed: say so, keep logging in
+                self._inbound.put(
+                    GrantRejected(
+                        f"the server's grants listing could not be checked: {error}",
+                        ConversationId(conversation),
+                    )
+                )
 
     async def _history_items(self, conversation: uuid.UUID) -> list[HistoryItem]:
         items: list[HistoryItem] = []

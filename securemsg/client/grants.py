@@ -432,8 +432,10 @@ class GrantBook:
             delay = _MAX_SLEEP_SECONDS
             if upcoming is not None:
                 delay = min(delay, max(0.0, (upcoming - self.clock()) / 1000) + 0.001)
+            # (not asyncio.wait_for: on 3.11 it can swallow a cancel that races a wake-up)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
 
 def _matches(listing: GrantListing, grant: Grant, conversation: uuid.UUID) -> None:

@@ -19,9 +19,9 @@ from securemsg.protocol.errors import ErrorCode, ProtocolError
 from securemsg.settings import Settings
 from securemsg.storage.accounts import Account, AccountStore
 from securemsg.storage.audit import AuditLog
-from securemsg.storage.conversations import ConversationStore
 from securemsg.storage.database import Database
 from securemsg.storage.devices import DeviceStore
+from securemsg.storage.grants import linked
 
 
 class DeviceRegistrationError(ProtocolError):
@@ -135,19 +135,15 @@ class DeviceService:
         return Registered(listed.list_version, revoked)
 
     async def published(
-        self, requester: uuid.UUID, account_id: uuid.UUID
+        self, requester: uuid.UUID, account_id: uuid.UUID, *, now_ms: int
     ) -> PublishedDevices | None:
         """An account's identity key, device list and certificates, if the requester may see them:
-        the account itself, or someone who shares a conversation with it."""
+        the account itself, someone who shares a conversation with it, or either side of a
+        supervisor grant in force (the participants wrap to the supervisor's devices; the
+        supervisor verifies the grant and the senders)."""
         async with self.database.read() as conn:
-            if requester != account_id:
-                peers = {
-                    m.account_id
-                    for c in await ConversationStore(conn).of_account(requester)
-                    for m in c.members
-                }
-                if account_id not in peers:
-                    return None
+            if requester != account_id and not await linked(conn, requester, account_id, now_ms):
+                return None
             account = await AccountStore(conn).get(account_id)
             devices = await DeviceStore(conn).of_accounts([account_id])
         return PublishedDevices(

@@ -294,7 +294,9 @@ async def account_devices(request: Request, services: Services, principal: Princ
         account_id = uuid.UUID(request.path_params["account_id"])
     except ValueError:
         raise HttpError(ErrorCode.NOT_FOUND, "no such account") from None
-    published = await services.devices.published(principal.account_id, account_id)
+    published = await services.devices.published(
+        principal.account_id, account_id, now_ms=services.clock.now_ms()
+    )
     if published is None:
         raise HttpError(ErrorCode.NOT_FOUND, "no such account")
     return JSONResponse(

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from securemsg.storage.conversations import ConversationStore
 from securemsg.storage.models import grants, key_shares
 
 
@@ -115,3 +116,17 @@ class GrantStore:
             .order_by(key_shares.c.created_ms, key_shares.c.message_id)
         )
         return [row[0] for row in rows]
+
+
+async def linked(conn: AsyncConnection, a: uuid.UUID, b: uuid.UUID, now_ms: int) -> bool:
+    """Whether `a` and `b` share a conversation, or a grant in force links one's conversation
+    to the other as supervisor."""
+    conversations = await ConversationStore(conn).of_account(a)
+    if any(m.account_id == b for c in conversations for m in c.members):
+        return True
+    store = GrantStore(conn)
+    mine = [c.id for c in conversations]
+    if await store.active(mine, now_ms=now_ms, supervisor_id=b):  # a participant asks
+        return True
+    theirs = [c.id for c in await ConversationStore(conn).of_account(b)]
+    return bool(await store.active(theirs, now_ms=now_ms, supervisor_id=a))  # a supervises

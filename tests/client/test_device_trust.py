@@ -138,7 +138,8 @@ async def test_device_row_without_a_list_entry_is_never_a_recipient(
     async with open_client("carl", device_refresh_seconds=0) as carl:
         await carl.send(conversation, "for tess only")
         assert [d.id for d in carl.devices(tess_id)] == [tess_device]
-    assert await _stored_recipients(pair) == [{tess_device}]
+        carl_device = carl.device_id  # a sender wraps to itself too (never delivered back)
+    assert await _stored_recipients(pair) == [{tess_device, carl_device}]
 
 
 async def test_device_list_not_signed_by_the_pinned_identity_key_is_rejected(
@@ -158,7 +159,8 @@ async def test_device_list_not_signed_by_the_pinned_identity_key_is_rejected(
         rejected = [e for e in await _drain(carl) if isinstance(e, DeviceListRejected)]
         assert rejected and rejected[0].account == tess_id
         assert "not signed" in rejected[0].reason
-    assert await _stored_recipients(pair) == [{tess_device}, {tess_device}]
+        carl_device = carl.device_id  # a sender wraps to itself too (never delivered back)
+    assert await _stored_recipients(pair) == [{tess_device, carl_device}] * 2
 
 
 async def test_new_identity_key_blocks_sends_until_accepted(
