@@ -22,8 +22,17 @@ def test_demo_exits_0_and_its_data_directory_never_holds_the_message(tmp_path: P
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert MARKER in result.stdout  # both people saw it...
-    files = [p for p in data_dir.rglob("*") if p.is_file()]
+    assert result.stdout.count(MARKER) == 3  # both people saw it, then the supervisor...
+    for step in (
+        "sam reads live:",
+        "both show it ended",
+        "refused (forbidden), a second officer must decide",
+        "verified offline: ok: legal export",
+        "carl's accounting of disclosures:",
+        "The whole audit log, verified: ok:",
+    ):
+        assert step in result.stdout, step
+    files = [p for p in data_dir.rglob("*") if p.is_file()]  # the legal export among them
     assert any(p.suffix == ".keys" for p in files) and any(p.name == "securemsg.db" for p in files)
     for path in files:  # ...and it is nowhere at rest
         data = path.read_bytes()
