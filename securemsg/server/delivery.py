@@ -6,10 +6,13 @@ there is no linger timer, so under load batches grow by themselves and when idle
 at once. Checks that need no database (structure, sender, clock, signature) run before queueing;
 membership and recipients are checked inside the batch transaction, against committed state.
 
-Costs on the event loop are per batch, not per message, where they can be (DESIGN §11):
-signatures are checked on a worker thread a chunk at a time (`_Verifier`), and on SQLite the
-whole batch transaction is one call on the database's writer thread (`Database.write_batch`);
-PostgreSQL runs the same statements on the async engine (its round trips are cheap).
+Costs on the event loop are per batch, not per message, where they can be (DESIGN §11). On
+SQLite the whole batch is one call on the database's writer thread (`Database.write_batch`): the
+signature checks first (outside the transaction; a large batch is split with a helper thread,
+PyNaCl releases the GIL), then one transaction. PostgreSQL checks a batch's signatures in one
+executor call and runs the same statements on the async engine (its round trips are cheap).
+Either way the verdicts are in before the transaction starts: a send whose signature does not
+verify is never stored, and sends are stored in the order they arrived.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from securemsg.audit.events import Actor, AuditAction, AuditEvent, Outcome
 from securemsg.clock import Clock
@@ -70,13 +74,14 @@ class Queue:
 
 
 _UNCHECKED = object()
+# A batch with at least this many sends has its signatures checked on several threads.
+_SPLIT_VERIFY_AT = 16
 
 
 class _Pending:
-    """One queued send. `verdict` is written by the verifier thread before `checked` resolves."""
+    """One queued send. `verdict` is set by the batch's signature check, before its transaction."""
 
     __slots__ = (
-        "checked",
         "conversation_id",
         "envelope",
         "future",
@@ -102,7 +107,6 @@ class _Pending:
         self.signing_key = signing_key
         self.future = future
         self.verdict: object = _UNCHECKED  # None: valid; else the exception the check raised
-        self.checked: asyncio.Future[None] | None = None
 
 
 # What a batch transaction hands back: a result per send (in batch order), and the pushes.
@@ -133,10 +137,17 @@ class Delivery:
         self.on_committed = on_committed
         self._queue: collections.deque[_Pending] = collections.deque()
         self._acks: dict[uuid.UUID, int] = {}
+        self._committing_acks: dict[uuid.UUID, int] = {}  # those of the batch being committed
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._verifier = _Verifier()
+        # Ed25519 checks release the GIL: helper threads check part of a large batch in parallel
+        # with the thread that runs the batch (SQLite's writer, or the first helper).
+        helpers = max(1, min(3, (os.cpu_count() or 1) - 1))
+        self._verifiers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=helpers, thread_name_prefix="verify"
+        )
+        self._helpers = helpers
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -155,7 +166,7 @@ class Delivery:
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(_unavailable())
-        self._verifier.close()
+        self._verifiers.shutdown(wait=False, cancel_futures=True)
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -171,6 +182,11 @@ class Delivery:
             verify_signature(device.signing_key, attach_message(challenge, device_id), signature)
         except InvalidSignature:
             raise AttachError(ErrorCode.BAD_SIGNATURE, "attach signature does not verify") from None
+        # An ack this process received but has not committed yet (it rides with the next batch)
+        # still counts: a device that acks, disconnects and comes straight back resumes after it.
+        pending = max(self._acks.get(device.id, 0), self._committing_acks.get(device.id, 0))
+        if pending > device.acked_seq:
+            device = dataclasses.replace(device, acked_seq=pending)
         return device
 
     # -- sending --------------------------------------------------------------------------
@@ -206,9 +222,7 @@ class Delivery:
             device.signing_key,
             asyncio.get_running_loop().create_future(),
         )
-        # Verify on a worker thread, but queue now: the batch waits for the verdict, so sends
-        # are stored in the order they arrived even when their checks finish out of order.
-        self._verifier.add(pending)
+        # The signature is checked with the rest of its batch, before the batch's transaction.
         self._queue.append(pending)
         self._wake.set()
         return pending.future
@@ -302,8 +316,8 @@ class Delivery:
                 batch = [
                     self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
                 ]
-                batch = await self._drop_unverified(batch)
                 acks, self._acks = self._acks, {}
+                self._committing_acks = acks
                 try:
                     pushes = await self._commit(batch, acks)
                 except Exception as exc:
@@ -318,39 +332,27 @@ class Delivery:
                         self._acks[device_id] = max(seq, self._acks.get(device_id, 0))
                     await asyncio.sleep(0.05)  # the database is struggling: don't spin
                     continue
+                finally:
+                    self._committing_acks = {}
                 if pushes:
                     self.on_committed(pushes)
-
-    @staticmethod
-    async def _drop_unverified(batch: list[_Pending]) -> list[_Pending]:
-        """Await the batch's signature verdicts; fail and drop the sends that did not verify."""
-        chunks = {id(p.checked): p.checked for p in batch if p.checked is not None}
-        for checked in chunks.values():
-            await checked
-        kept = []
-        for pending in batch:
-            verdict = pending.verdict
-            if verdict is None:
-                kept.append(pending)
-            elif not pending.future.done():
-                error = EnvelopeError(
-                    "envelope signature does not verify", code=ErrorCode.BAD_SIGNATURE
-                )
-                if not isinstance(verdict, InvalidSignature):
-                    error = _unavailable()
-                pending.future.set_exception(error)
-        return kept
 
     async def _commit(self, batch: list[_Pending], acks: dict[uuid.UUID, int]) -> list[Push]:
         now_ms = self.clock.now_ms()
         if self.database.has_batch_writer:
-            # The whole transaction is one call on SQLite's writer thread: nothing in it may
-            # touch the event loop (the futures are resolved below, back on the loop).
+            # One call on SQLite's writer thread: the signature checks, then the transaction.
+            # Nothing in it may touch the event loop (the futures are resolved below).
             weight = sum(len(p.envelope.raw) + 200 for p in batch) + 100 * len(acks)
             results, pushes = await self.database.write_batch(
-                lambda store: _write_batch(store, batch, acks, now_ms), weight=weight
+                lambda store: _write_batch(store, batch, acks, now_ms),
+                prepare=lambda: self._verify(batch),
+                weight=weight,
             )
         else:
+            if batch:
+                # Not on a `_verifiers` thread: `_verify` waits there for the chunks it hands to
+                # that pool, which (one worker on two cores) would then wait for itself forever.
+                await asyncio.get_running_loop().run_in_executor(None, self._verify, batch)
             async with self.database.write(urgent=True) as conn:
                 await self.database.serialise_writers(conn)
                 results, pushes = await _write_batch_async(MessageStore(conn), batch, acks, now_ms)
@@ -363,16 +365,30 @@ class Delivery:
                 pending.future.set_exception(result)
         return pushes
 
+    def _verify(self, batch: list[_Pending]) -> None:
+        """On a worker thread: a verdict for every send of the batch (large ones split)."""
+        if len(batch) < _SPLIT_VERIFY_AT:
+            _verify(batch)
+            return
+        parts = self._helpers + 1
+        size = -(-len(batch) // parts)
+        chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
+        helped = [self._verifiers.submit(_verify, chunk) for chunk in chunks[1:]]
+        _verify(chunks[0])
+        for done in helped:
+            done.result()
+
 
 # -- one batch transaction: the same steps, on SQLite's writer thread or the async engine -----
 
 
 def _write_batch(
-    store: BatchStore, batch: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
+    store: BatchStore, whole: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
 ) -> _Outcome:
     store.acknowledge(acks)
+    batch = [p for p in whole if p.verdict is None]
     if not batch:
-        return [], []
+        return _with_refusals(whole, [], []), []
     keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
     existing = store.existing(keys)
     members = store.members(p.conversation_id for p in batch)
@@ -383,15 +399,16 @@ def _write_batch(
     first = store.allocate_seqs(plan.counts())
     rows, pushes = plan.deliveries(ids, first)
     store.insert_deliveries(rows)
-    return plan.results, pushes
+    return _with_refusals(whole, batch, plan.results), pushes
 
 
 async def _write_batch_async(
-    store: MessageStore, batch: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
+    store: MessageStore, whole: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
 ) -> _Outcome:
     await store.acknowledge(acks)
+    batch = [p for p in whole if p.verdict is None]
     if not batch:
-        return [], []
+        return _with_refusals(whole, [], []), []
     keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
     existing = await store.existing(keys)
     members = await store.members(p.conversation_id for p in batch)
@@ -402,7 +419,27 @@ async def _write_batch_async(
     first = await store.allocate_seqs(plan.counts())
     rows, pushes = plan.deliveries(ids, first)
     await store.insert_deliveries(rows)
-    return plan.results, pushes
+    return _with_refusals(whole, batch, plan.results), pushes
+
+
+def _with_refusals(
+    whole: list[_Pending], checked: list[_Pending], results: list[Accepted | EnvelopeError]
+) -> list[Accepted | EnvelopeError]:
+    """Results for the whole batch: the checked sends' results, refusals for bad signatures."""
+    if len(checked) == len(whole):
+        return results
+    merged: list[Accepted | EnvelopeError] = []
+    passed = iter(results)
+    for pending in whole:
+        if pending.verdict is None:
+            merged.append(next(passed))
+        elif isinstance(pending.verdict, InvalidSignature):
+            merged.append(
+                EnvelopeError("envelope signature does not verify", code=ErrorCode.BAD_SIGNATURE)
+            )
+        else:
+            merged.append(_unavailable())
+    return merged
 
 
 def _readers(
@@ -514,62 +551,8 @@ class _Plan:
         return rows, pushes
 
 
-class _Verifier:
-    """Checks envelope signatures on one worker thread, a chunk per hand-off.
-
-    A chunk is whatever arrived while the previous one was being checked, so under load the
-    event loop pays one executor hand-off for many envelopes, and when idle a send is checked
-    at once. PyNaCl releases the GIL: checks run beside the loop. Each send gets its chunk's
-    future (`checked`) as it is queued, so the group commit can await a batch's verdicts
-    whatever state their chunks are in; verdicts are written to the sends before it resolves.
-    """
-
-    def __init__(self) -> None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="verify"
-        )
-        self._waiting: list[_Pending] = []
-        self._next: asyncio.Future[None] | None = None
-        self._busy = False
-
-    def add(self, pending: _Pending) -> None:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-        pending.checked = self._next
-        self._waiting.append(pending)
-        if not self._busy:
-            self._start()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _start(self) -> None:
-        chunk, self._waiting = self._waiting, []
-        checked, self._next = self._next, None
-        assert checked is not None
-        try:
-            running = asyncio.get_running_loop().run_in_executor(self._executor, _verify, chunk)
-        except RuntimeError as exc:  # shut down: nothing more can be checked
-            _fail(chunk, exc)
-            checked.set_result(None)
-            return
-        self._busy = True
-        running.add_done_callback(lambda done: self._finished(done, chunk, checked))
-
-    def _finished(
-        self, done: asyncio.Future[None], chunk: list[_Pending], checked: asyncio.Future[None]
-    ) -> None:
-        self._busy = False
-        if done.cancelled() or done.exception() is not None:
-            _fail(chunk, done.exception() if not done.cancelled() else RuntimeError("cancelled"))
-        if not checked.done():
-            checked.set_result(None)
-        if self._waiting:
-            self._start()
-
-
 def _verify(chunk: list[_Pending]) -> None:
-    """On the verifier thread: a verdict for every send of the chunk."""
+    """A verdict for every send of the chunk (on a worker thread)."""
     for pending in chunk:
         try:
             verify_envelope_signature(pending.envelope, pending.signing_key)
@@ -577,12 +560,6 @@ def _verify(chunk: list[_Pending]) -> None:
             pending.verdict = exc
         else:
             pending.verdict = None
-
-
-def _fail(chunk: Iterable[_Pending], error: BaseException | None) -> None:
-    for pending in chunk:
-        if pending.verdict is _UNCHECKED:
-            pending.verdict = error or RuntimeError("not checked")
 
 
 def _by_conversation(

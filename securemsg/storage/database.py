@@ -115,19 +115,28 @@ class Database:
         """Whether `write_batch` is available (a SQLite file); otherwise use `write()`."""
         return self._batch_writer is not None
 
-    async def write_batch(self, job: Callable[[BatchStore], T], *, weight: int = 0) -> T:
+    async def write_batch(
+        self,
+        job: Callable[[BatchStore], T],
+        *,
+        prepare: Callable[[], object] | None = None,
+        weight: int = 0,
+    ) -> T:
         """Run `job(BatchStore)` as one write transaction on SQLite's writer thread.
 
         The transaction is BEGIN IMMEDIATE ... COMMIT around the whole call, in an urgent turn
         at the one writer; the job's result (or exception: rolled back) comes back through one
-        future. `job` runs on another thread: it must not touch the event loop or its objects'
-        futures. `weight`: about how many bytes it writes (schedules WAL checkpoints).
+        future. `prepare()` runs first on the same thread, outside the transaction (work that
+        needs no database). Both run on another thread: they must not touch the event loop or
+        its futures. `weight`: about how many bytes the job writes (schedules WAL checkpoints).
         """
         writer = self._batch_writer
         if writer is None or self._turns is None:
             raise RuntimeError("write_batch needs a SQLite file database")
         async with self._turns.turn(urgent=True):
-            return await writer.run(lambda conn: job(BatchStore(conn)), weight=weight)
+            return await writer.run(
+                lambda conn: job(BatchStore(conn)), prepare=prepare, weight=weight
+            )
 
     async def serialise_writers(self, conn: AsyncConnection) -> None:
         """Order delivery batches across processes (SQLite already has one writer)."""

@@ -3,17 +3,20 @@
 The group commit is the hot path: every `accepted` waits for it. Through SQLAlchemy's async layer
 and aiosqlite a batch transaction costs a thread round trip per statement (about 30 per batch:
 8.5 ms wall for a batch of one). Here the event loop hands the whole transaction to this thread
-as one job (`SqliteWriter.run`) and gets the outcome back through one future: BEGIN IMMEDIATE,
-the batch's statements, COMMIT (synchronous=FULL), all on the thread (DESIGN §11: never one await
-per statement; a writer thread with a plain sqlite3 connection committing whole batches).
+as one job (`SqliteWriter.run`) and gets the outcome back through one future: an optional
+`prepare` step (outside the transaction), BEGIN IMMEDIATE, the batch's statements, COMMIT
+(synchronous=FULL), all on the thread (DESIGN §11: never one await per statement; a writer thread
+with a plain sqlite3 connection committing whole batches).
 
-Checkpoints are scheduled here too (DESIGN §11: SQLite p99 spikes come from auto-checkpoints
-inside commits). This connection never auto-checkpoints. Between jobs the thread runs a PASSIVE
-checkpoint when it has nothing else to do and its jobs have written `idle_checkpoint_bytes`
-since the last one, when they have written `checkpoint_bytes` even though more jobs are waiting
-(a load that never leaves it idle), and after a second without jobs if anyone wrote at all
-(`PRAGMA data_version` also sees the other connections' commits). The event loop's connections
-keep an automatic checkpoint, set well above these sizes, as a backstop (database.py).
+WAL checkpoints never run inside a commit (DESIGN §11: SQLite p99 spikes come from auto-checkpoints
+inside commits): the writer's connection has `wal_autocheckpoint=0`, and a second thread with its
+own connection runs PASSIVE checkpoints beside the writer (SQLite lets a checkpoint and a writer
+run at once): when jobs have written about `checkpoint_bytes` since the last one, and after a
+second without commits if anyone (`PRAGMA data_version`) wrote. A PASSIVE checkpoint that runs
+beside a busy writer may never catch up with it, and the WAL only starts over once one has; so
+after `restart_bytes` without a complete checkpoint the writer runs one itself, between two jobs.
+The event loop's connections keep an automatic checkpoint far above these sizes as a backstop
+(database.py).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ log = logging.getLogger("securemsg.storage.writer")
 
 T = TypeVar("T")
 
-IDLE_CHECKPOINT_BYTES = 1 << 20  # about 256 pages: cheap to copy while nothing waits
-CHECKPOINT_BYTES = 8 << 20  # checkpoint even when busy: bounds the WAL (and a reader's scan)
+CHECKPOINT_BYTES = 2 << 20  # about 512 pages written: time for a background checkpoint
+RESTART_BYTES = 16 << 20  # no complete checkpoint for this long: the writer makes one
 IDLE_SECONDS = 1.0
 
 
@@ -56,75 +59,88 @@ class SqliteWriter:
         self,
         path: str,
         *,
-        idle_checkpoint_bytes: int = IDLE_CHECKPOINT_BYTES,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
+        restart_bytes: int = RESTART_BYTES,
         idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.path = path
-        self.idle_checkpoint_bytes = idle_checkpoint_bytes
         self.checkpoint_bytes = checkpoint_bytes
+        self.restart_bytes = restart_bytes
         self.idle_seconds = idle_seconds
-        self.checkpoints = 0  # completed PASSIVE checkpoints (for tests and the curious)
+        self.checkpoints = 0  # PASSIVE checkpoints run (for tests and the curious)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._written = 0  # bytes written by jobs since the last checkpoint (an estimate)
-        self._data_version: int | None = None
+        self._stop = threading.Event()
+        self._checkpoint_wanted = threading.Event()
+        # Bytes written by jobs (an estimate) since the last checkpoint / complete checkpoint.
+        # Updated from both threads without a lock: they only schedule checkpoints.
+        self._written = 0
+        self._incomplete = 0
 
-    async def run(self, job: Callable[[sqlite3.Connection], T], *, weight: int = 0) -> T:
-        """`job(connection)` inside BEGIN IMMEDIATE ... COMMIT on the writer thread.
+    async def run(
+        self,
+        job: Callable[[sqlite3.Connection], T],
+        *,
+        prepare: Callable[[], object] | None = None,
+        weight: int = 0,
+    ) -> T:
+        """`prepare()`, then `job(connection)` inside BEGIN IMMEDIATE ... COMMIT, on the thread.
 
-        Its result comes back; if it raises, the transaction is rolled back and the exception
-        comes back instead (a `sqlite3.Error` or `OSError` as StorageError). `weight` is about how
-        many bytes the job writes, for scheduling checkpoints. If the caller is cancelled the
-        job still runs to its end, committed or rolled back.
+        The job's result comes back; if it (or `prepare`) raises, the transaction is rolled back
+        and the exception comes back instead (a `sqlite3.Error` or `OSError` as StorageError).
+        `prepare` runs before BEGIN, holding no lock: for work that needs no database.
+        `weight` is about how many bytes the job writes, for scheduling checkpoints. If the
+        caller is cancelled the job still runs to its end, committed or rolled back.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             if self._closed:
                 raise StorageError("database unavailable: the writer is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._main, name="sqlite-writer", daemon=True
-                )
-                self._thread.start()
-            self._jobs.put(_Job(job, weight, loop, future))
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._main, name="sqlite-writer", daemon=True),
+                    threading.Thread(
+                        target=self._checkpointer, name="sqlite-checkpoint", daemon=True
+                    ),
+                ]
+                for thread in self._threads:
+                    thread.start()
+            self._jobs.put(_Job(job, prepare, weight, loop, future))
         result: T = await future
         return result
 
     def close(self) -> None:
-        """Finish the queued jobs, checkpoint, close the connection and stop the thread."""
+        """Finish the queued jobs, checkpoint, close the connections and stop the threads."""
         with self._lock:
             self._closed = True
-            thread, self._thread = self._thread, None
-        if thread is not None:
+            threads, self._threads = self._threads, []
+        if threads:
             self._jobs.put(None)
-            thread.join()
+            threads[0].join()
+            self._stop.set()
+            self._checkpoint_wanted.set()
+            threads[1].join()
 
-    # -- the thread -------------------------------------------------------------------------
+    # -- the writer thread ------------------------------------------------------------------
 
     def _main(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
             while True:
-                try:
-                    item = self._jobs.get(timeout=self.idle_seconds)
-                except queue.Empty:
-                    if conn is not None and self._anyone_wrote(conn):
-                        conn = self._checkpoint(conn)
-                    continue
+                item = self._jobs.get()
                 if item is None:
-                    if conn is not None:
-                        self._checkpoint(conn)
                     return
                 conn = self._run_job(conn, item)
-                if conn is not None and (
-                    self._written >= self.checkpoint_bytes
-                    or (self._written >= self.idle_checkpoint_bytes and self._jobs.empty())
-                ):
-                    conn = self._checkpoint(conn)
+                if self._written >= self.checkpoint_bytes:
+                    self._checkpoint_wanted.set()
+                if conn is not None and self._incomplete >= self.restart_bytes:
+                    try:
+                        self._checkpoint(conn)
+                    except sqlite3.Error as exc:
+                        log.warning("WAL checkpoint failed: %s", exc)
         finally:
             if conn is not None:
                 conn.close()
@@ -133,22 +149,20 @@ class SqliteWriter:
         error: BaseException | None = None
         result: Any = None
         try:
+            if item.prepare is not None:
+                item.prepare()
             if conn is None:
-                conn = self._connect()
+                conn = self._connect(autocheckpoint_pages=0)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = item.job(conn)
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            try:
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
             self._written += item.weight
+            self._incomplete += item.weight
         except (sqlite3.Error, OSError) as exc:
             error = StorageError(f"database unavailable: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
@@ -162,50 +176,68 @@ class SqliteWriter:
             item.loop.call_soon_threadsafe(_settle, item.future, error, result)
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, autocheckpoint_pages: int) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        configure_connection(conn, autocheckpoint_pages=0)
-        self._data_version = None
+        configure_connection(conn, autocheckpoint_pages=autocheckpoint_pages)
         return conn
 
-    def _anyone_wrote(self, conn: sqlite3.Connection) -> bool:
-        """Whether anything was committed since the last checkpoint, by us or anyone else."""
-        try:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error:
-            return False
-        changed = self._data_version is not None and version != self._data_version
-        self._data_version = version
-        return changed or self._written > 0
+    # -- the checkpoint thread --------------------------------------------------------------
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
+    def _checkpointer(self) -> None:
+        conn: sqlite3.Connection | None = None
+        version: int | None = None
         try:
-            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint failed: %s", exc)
-            with contextlib.suppress(sqlite3.Error):
+            while not self._stop.is_set():
+                wanted = self._checkpoint_wanted.wait(self.idle_seconds)
+                self._checkpoint_wanted.clear()
+                if self._stop.is_set():
+                    break
+                try:
+                    if conn is None:
+                        conn = self._connect(autocheckpoint_pages=0)
+                    if not wanted:  # a quiet second: checkpoint if anyone wrote meanwhile
+                        now = conn.execute("PRAGMA data_version").fetchone()[0]
+                        changed = version is not None and now != version
+                        version = now
+                        if not (changed or self._written):
+                            continue
+                    self._checkpoint(conn)
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error as exc:
+                    log.warning("WAL checkpoint failed: %s", exc)
+                    if conn is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.close()
+                    conn = None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._checkpoint(conn)  # the writer has stopped: this one completes
+        finally:
+            if conn is not None:
                 conn.close()
-            return None
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """A PASSIVE checkpoint: copies what it can, never waits for readers or the writer."""
         self._written = 0
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.checkpoints += 1
-        with contextlib.suppress(sqlite3.Error):
-            self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if busy:
-            log.debug("WAL checkpoint could not finish (busy)")
-        return conn
+        if not busy and frames == copied:  # complete: the next transaction restarts the WAL
+            self._incomplete = 0
 
 
 class _Job:
-    __slots__ = ("future", "job", "loop", "weight")
+    __slots__ = ("future", "job", "loop", "prepare", "weight")
 
     def __init__(
         self,
         job: Callable[[sqlite3.Connection], Any],
+        prepare: Callable[[], object] | None,
         weight: int,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
     ) -> None:
         self.job = job
+        self.prepare = prepare
         self.weight = weight
         self.loop = loop
         self.future = future
