@@ -9,8 +9,11 @@ in docs/threat-model.md ("Resource bounds").
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
+import socket
 import time
 import uuid
 import zlib
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from securemsg.protocol.frames import ATTACH_PURPOSE, b64
 from tests.adversarial.actors import provision_now, rss_kib, server_pid, serving, tracebacks
 from tests.adversarial.probe import delivery_latencies
 from tests.adversarial.rawsocket import CONTINUATION, TEXT, frame, handshake
@@ -339,13 +343,44 @@ def test_many_sockets_per_account_are_capped_and_cost_bounded_memory(tmp_path: P
 # -- slow readers ----------------------------------------------------------------------------
 
 
+async def _attach_over_a_small_buffer(peer: Peer) -> None:
+    """Attach `peer` over a socket whose receive buffer is fixed at 64 KiB before it connects
+    (autotuning here grows it to 32 MB, and the kernel would quietly absorb what the reader
+    does not read; shrinking it later makes the kernel drop data and stall the connection)."""
+    connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
+    connection.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(connection, ("127.0.0.1", peer.server.port))
+    peer.ws = await open_socket(peer.server.ws_url, token=peer.token, sock=connection)
+    ready = await recv_json(peer.ws)
+    challenge = base64.b64decode(ready["challenge"])
+    signature = peer.device.sign(ATTACH_PURPOSE, challenge + peer.device_id.bytes)
+    await peer.ws.send(
+        json.dumps({"type": "attach", "device": str(peer.device_id), "signature": b64(signature)})
+    )
+    assert (await recv_json(peer.ws))["type"] == "attached"
+
+
+async def _close_code(peer: Peer) -> object:
+    """The code the server closed `peer`'s socket with, or what happened instead."""
+    assert peer.ws is not None
+    try:
+        code, seen = await until_closed(peer.ws, timeout=20)
+    except TimeoutError:
+        return "still open"
+    return code if code == 4503 else (code, seen[-2:])
+
+
 @pytest.mark.slow
 def test_many_slow_readers_are_cut_off_while_others_keep_being_served(tmp_path: Path) -> None:
-    """One client attaches 8 devices and reads nothing while 40 MB is sent to them."""
+    """One client attaches 8 devices and reads nothing while 88 MB is sent to them: each is cut
+    off with 4503, whether its queue overflowed during live pushes or it stalled while catching
+    up (for `slow_reader_seconds`)."""
     queue_bytes, readers = 262_144, 8
     with _server(
         tmp_path,
         outbound_queue_bytes=queue_bytes,
+        slow_reader_seconds=1,  # a reader catching up is cut off after 1 s without room
         send_rate_per_second=100_000,
         send_burst=100_000,
     ) as server:
@@ -367,13 +402,13 @@ def test_many_slow_readers_are_cut_off_while_others_keep_being_served(tmp_path: 
             await pair.attach()
             await theo.connect()
             for device in devices:
-                await device.connect()  # attached, then never read from again
+                await _attach_over_a_small_buffer(device)  # then never read from again
             await asyncio.sleep(0.3)
             baseline = rss_kib(pid)
             recipients = {d.device_id: d.device.encryption_key for d in devices}
             payload = os.urandom(2500).hex()  # 5 KB plaintext: ~11 KB base64 per delivery
             peak = baseline
-            for _burst in range(10):
+            for _burst in range(20):  # 11 MB per reader: more than its kernel buffers hold
                 for _ in range(50):
                     await theo.send_raw(theo.seal(hoarded, recipients, payload))
                 for _ in range(50):
@@ -381,9 +416,11 @@ def test_many_slow_readers_are_cut_off_while_others_keep_being_served(tmp_path: 
                     assert reply["type"] == "accepted", reply
                 peak = max(peak, rss_kib(pid))
             slowest = await pair.still_served()
-            codes = [(await until_closed(d.ws, timeout=20))[0] for d in devices if d.ws is not None]
-            assert codes == [4503] * readers
-            # 500 x 8 deliveries of ~11 KB (44 MB) went to readers that read nothing.
+            # Past slow_reader_seconds: every reader must be cut off before anyone reads again.
+            await asyncio.sleep(1.5)
+            codes = [await _close_code(d) for d in devices]
+            assert codes == [4503] * readers, codes
+            # 1000 x 8 deliveries of ~11 KB (88 MB) went to readers that read nothing.
             grown = peak - baseline
             print(f"\nslow readers: +{grown} KiB RSS peak; others' slowest {slowest * 1000:.0f} ms")
             assert grown < readers * queue_bytes // 1024 * 4 + 20_000, (baseline, peak)
