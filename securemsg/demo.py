@@ -252,8 +252,7 @@ async def _legal_request(
         approved = _ok(await http.post(path + "/approve", headers=tokens[APPROVER]))
         lines.append(f"  {_clock(approved['decided_ms'])}  {APPROVER} approved it")
         exported = _ok(await http.post(path + "/export", headers=tokens[COMPLIANCE]))
-        bundle = await http.get(path + "/bundle", headers=tokens[COMPLIANCE])
-        _ok(bundle, json=False)
+        bundle = _checked(await http.get(path + "/bundle", headers=tokens[COMPLIANCE]))
     bundle_path = directory / f"legal-export-{filed['id']}.json"
     bundle_path.write_bytes(bundle.content)
     lines.append(
@@ -273,10 +272,15 @@ async def _legal_request(
     return lines
 
 
-def _ok(response: httpx.Response, *, json: bool = True) -> Any:
+def _checked(response: httpx.Response) -> httpx.Response:
     if response.status_code not in (200, 201):
         raise RuntimeError(f"{response.request.url.path}: HTTP {response.status_code}")
-    return response.json() if json else None
+    return response
+
+
+def _ok(response: httpx.Response) -> Any:
+    """The JSON body of a successful answer."""
+    return _checked(response).json()
 
 
 async def _supervisor_reads(

@@ -329,16 +329,18 @@ def _grant(world: World) -> uuid.UUID:
     return grant_id
 
 
-def _file_request(world: World) -> str:
-    """cora files a legal request about olga's account (through the API)."""
+def _created_by_compliance(world: World, path: str, body: dict[str, Any]) -> str:
+    """cora POSTs `body` to `path`; the id of what was created."""
     response = httpx.post(
-        world.server.http_url + "/v1/legal/requests",
-        json=_legal_body(world),
-        headers=world.actors["compliance"].auth,
-        timeout=10,
+        world.server.http_url + path, json=body, headers=world.actors["compliance"].auth, timeout=10
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+def _file_request(world: World) -> str:
+    """cora files a legal request about olga's account (through the API)."""
+    return _created_by_compliance(world, "/v1/legal/requests", _legal_body(world))
 
 
 def _legal_body(world: World) -> dict[str, Any]:
@@ -686,14 +688,8 @@ def _fresh_request(world: World, actor: Peer | None) -> str:
 
 
 def _fresh_hold(world: World, actor: Peer | None) -> str:
-    response = httpx.post(
-        world.server.http_url + "/v1/legal/holds",
-        json=_hold_body(world),
-        headers=world.actors["compliance"].auth,
-        timeout=10,
-    )
-    assert response.status_code == 201, response.text
-    return f"/v1/legal/holds/{response.json()['id']}/release"
+    hold = _created_by_compliance(world, "/v1/legal/holds", _hold_body(world))
+    return f"/v1/legal/holds/{hold}/release"
 
 
 async def ws_auth(world: World, actor: Peer | None) -> str:
