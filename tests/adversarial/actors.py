@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -18,18 +17,12 @@ from typing import Any
 
 import pytest
 
-from securemsg.server.admin import AdminService
-from securemsg.server.passwords import PasswordHashing
-from securemsg.settings import Settings
-from securemsg.storage.accounts import Role
-from securemsg.storage.database import Database
-from tests.support.server import PASSWORD, ServerProcess, running_server
+from tests.support.server import ServerProcess, provision, run_blocking, running_server
 
 POSTGRES_ENV = "SECUREMSG_TEST_POSTGRES_URL"
 REQUIRE_ENV = "SECUREMSG_TEST_REQUIRE_SERVICES"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-# Argon2id as the tests' server runs it (tests.support.server.FAST_HASHING), and as deployed.
-FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+# Argon2id as deployed (tests.support.server.FAST_ARGON2 is what the tests' server runs).
 REAL_ARGON2 = {"argon2_time_cost": 2, "argon2_memory_kib": 19456}
 
 
@@ -76,39 +69,15 @@ def serving(directory: Path, backend: str = "sqlite", **settings: Any) -> Iterat
         yield server
 
 
-async def provision(
-    database_url: str,
-    accounts: Mapping[str, str],
-    conversations: Sequence[tuple[str, str]] = (),
-    *,
-    password: str = PASSWORD,
-    argon2: Mapping[str, int] = FAST_ARGON2,
-) -> list[uuid.UUID]:
-    """Create `accounts` (username -> role) and pair (therapist, client) conversations."""
-    database = Database.open(database_url)
-    hashing = PasswordHashing(Settings(**argon2))  # type: ignore[arg-type]
-    try:
-        admin = AdminService(database, hashing, max_password_bytes=1024)
-        now_ms = int(time.time() * 1000)
-        for username, role in accounts.items():
-            await admin.create_account(username, Role(role), password, now_ms=now_ms)
-        return [
-            await admin.create_conversation(therapist, client, now_ms=now_ms)
-            for therapist, client in conversations
-        ]
-    finally:
-        hashing.close()
-        await database.close()
-
-
 def provision_now(
     server: ServerProcess,
     accounts: Mapping[str, str],
     conversations: Sequence[tuple[str, str]] = (),
     **options: Any,
 ) -> list[uuid.UUID]:
-    """`provision` from synchronous code (fixtures)."""
-    return asyncio.run(provision(server.database_url, accounts, conversations, **options))
+    """Provision accounts and conversations from synchronous code (fixtures); returns the
+    conversation ids."""
+    return run_blocking(provision(server.database_url, accounts, conversations, **options))[1]
 
 
 def rss_kib(pid: int) -> int:

@@ -6,23 +6,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
-import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from securemsg.audit.note import NoteVerifier
-from securemsg.server.admin import AdminService
-from securemsg.server.passwords import PasswordHashing
-from securemsg.settings import Settings
 from securemsg.storage import migrate
-from securemsg.storage.accounts import Role
 from securemsg.storage.database import Database
 from tests.support.peer import Peer
-from tests.support.server import PASSWORD, ServerProcess
+from tests.support.server import ServerProcess, provision
 
 MARKER = "PLAINTEXT-MARKER-legal-7f3a"
 # Plain HTTP to 127.0.0.1: an empty TLS context spares each client loading CA certificates.
@@ -103,33 +98,6 @@ class World:
     def verifier(self) -> NoteVerifier:
         response = httpx.get(self.server.http_url + "/v1/audit/key", timeout=10)
         return NoteVerifier.parse(response.text.splitlines()[0])
-
-
-async def provision(
-    database_url: str,
-    accounts: dict[str, str],
-    conversations: Sequence[tuple[str, str]] = (),
-) -> tuple[dict[str, uuid.UUID], list[uuid.UUID]]:
-    """Create accounts (username -> role) and (therapist, client) conversations in-process,
-    through `AdminService` on the server's database (the CLI costs a process start each).
-    Returns the account ids by username and the conversation ids."""
-    database = Database.open(database_url)
-    hashing = PasswordHashing(Settings(argon2_time_cost=1, argon2_memory_kib=1024))
-    try:
-        admin = AdminService(database, hashing, max_password_bytes=1024)
-        now_ms = int(time.time() * 1000)
-        ids = {
-            username: (await admin.create_account(username, Role(role), PASSWORD, now_ms=now_ms)).id
-            for username, role in accounts.items()
-        }
-        made = [
-            await admin.create_conversation(therapist, client, now_ms=now_ms)
-            for therapist, client in conversations
-        ]
-        return ids, made
-    finally:
-        hashing.close()
-        await database.close()
 
 
 async def populate(server: ServerProcess) -> World:

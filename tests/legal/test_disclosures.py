@@ -13,8 +13,8 @@ from securemsg.client import Client, ClientOptions, Disclosure, KdfParams
 from securemsg.server.legal import LegalService
 from securemsg.settings import Settings
 from securemsg.storage.database import Database
-from tests.legal.conftest import Account, World, provision
-from tests.support.server import PASSWORD
+from tests.legal.conftest import Account, World
+from tests.support.server import PASSWORD, provision
 
 YEAR_MS = 365 * 86400 * 1000
 

@@ -17,9 +17,9 @@ from securemsg.audit.legal_bundle import verify_legal_bundle
 from securemsg.audit.note import NoteSigner, NoteVerifier, sign_note
 from securemsg.storage.models import legal_requests
 from tests.audit.tamper import dialect_of, execute, fail_audit_inserts_sql, integrated
-from tests.legal.conftest import MARKER, World, populate, provision
+from tests.legal.conftest import MARKER, World, populate
 from tests.support.db import snapshot
-from tests.support.server import running_server
+from tests.support.server import provision, running_server
 
 
 def bundle_of(world: World, request_id: str) -> bytes:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.legal.conftest import Account, World, provision
+from tests.legal.conftest import Account, World
 from tests.support.db import snapshot
+from tests.support.server import provision
 
 # Refusals change none of these (the audit log records them; sessions record activity).
 UNRECORDED = ("audit_leaves", "audit_events", "audit_nodes", "audit_checkpoints", "sessions")

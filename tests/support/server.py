@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import os
@@ -10,18 +12,63 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from securemsg.server.admin import AdminService
+from securemsg.server.passwords import PasswordHashing
+from securemsg.settings import Settings
+from securemsg.storage.accounts import Role
+from securemsg.storage.database import Database
+
 # Cheap Argon2 parameters for tests that are not about hashing cost; tests that are override them.
-FAST_HASHING = {
-    "SECUREMSG_ARGON2_TIME_COST": "1",
-    "SECUREMSG_ARGON2_MEMORY_KIB": "1024",
-}
+FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+FAST_HASHING = {"SECUREMSG_" + name.upper(): str(value) for name, value in FAST_ARGON2.items()}
 PASSWORD = "correct horse battery"
+
+T = TypeVar("T")
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on its own event loop in a helper thread: callable from synchronous
+    fixtures and from inside a test's running loop alike."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def provision(
+    database_url: str,
+    accounts: Mapping[str, str],
+    conversations: Sequence[tuple[str, str]] = (),
+    *,
+    password: str = PASSWORD,
+    argon2: Mapping[str, int] = FAST_ARGON2,
+) -> tuple[dict[str, uuid.UUID], list[uuid.UUID]]:
+    """Create accounts (username -> role) and (therapist, client) conversations on the server's
+    database through `AdminService`, the code behind `securemsg account create` and
+    `conversation create`, without a process start per call (tests/e2e/test_admin_cli.py runs
+    the commands themselves). Returns the account ids by username and the conversation ids."""
+    database = Database.open(database_url)
+    hashing = PasswordHashing(Settings(**argon2))  # type: ignore[arg-type]
+    try:
+        admin = AdminService(database, hashing, max_password_bytes=1024)
+        now_ms = int(time.time() * 1000)
+        ids = {
+            username: (await admin.create_account(username, Role(role), password, now_ms=now_ms)).id
+            for username, role in accounts.items()
+        }
+        made = [
+            await admin.create_conversation(therapist, client, now_ms=now_ms)
+            for therapist, client in conversations
+        ]
+        return ids, made
+    finally:
+        hashing.close()
+        await database.close()
 
 
 def free_port() -> int:
@@ -76,13 +123,12 @@ class ServerProcess:
         return result
 
     def create_account(self, username: str, role: str, password: str = PASSWORD) -> str:
-        out = self.cli("account", "create", "--role", role, username, stdin=password + "\n").stdout
-        return out.strip().rsplit("(", 1)[1].rstrip(")")
+        ids, _ = run_blocking(provision(self.database_url, {username: role}, password=password))
+        return str(ids[username])
 
     def create_conversation(self, therapist: str, client: str) -> str:
-        return (
-            self.cli("conversation", "create", therapist, client).stdout.strip().rsplit(" ", 1)[1]
-        )
+        _, (conversation,) = run_blocking(provision(self.database_url, {}, [(therapist, client)]))
+        return str(conversation)
 
     def start(self, **settings: Any) -> None:
         self.port = free_port()
