@@ -1,73 +1,32 @@
 """Shared fixtures: a database URL per backend, and the real server process on it.
 
 SQLite always runs. PostgreSQL runs when SECUREMSG_TEST_POSTGRES_URL names a server (each test
-gets a fresh database there); otherwise those parameters are skipped with the reason shown.
+gets a fresh database there); otherwise those parameters are skipped with the reason shown
+(tests/support/db.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.db import BACKENDS, REDIS_ENV, fresh_database, service_url
 from tests.support.server import ServerProcess, running_server
 
-POSTGRES_ENV = "SECUREMSG_TEST_POSTGRES_URL"
-REDIS_ENV = "SECUREMSG_TEST_REDIS_URL"
-# Set by .ci/run: a missing service is then a failure, not a skip.
-REQUIRE_ENV = "SECUREMSG_TEST_REQUIRE_SERVICES"
 
-
-def _missing(variable: str, example: str) -> None:
-    message = f"needs {variable} (e.g. {example})"
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {variable} is not set")
-    pytest.skip(message)
-
-
-def _admin_url(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-async def _pg(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(_admin_url(url))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _fresh_postgres_database() -> Iterator[str]:
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        _missing(POSTGRES_ENV, "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-        raise AssertionError("unreachable")
-    name = f"securemsg_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg(base, f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(_pg(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'securemsg.db'}"
-    else:
-        yield from _fresh_postgres_database()
+    with fresh_database(request.param, tmp_path / "data") as url:
+        yield url
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(tmp_path: Path) -> Iterator[str]:
     """A fresh PostgreSQL database (for tests that only make sense there)."""
-    yield from _fresh_postgres_database()
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -77,11 +36,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get(REDIS_ENV)
-    if not url:
-        _missing(REDIS_ENV, "redis://127.0.0.1:6379/0")
-        raise AssertionError("unreachable")
-    return url
+    return service_url(REDIS_ENV, "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -89,6 +44,23 @@ def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
     """The real server on every configured backend."""
     (tmp_path / "data").mkdir(exist_ok=True)
     with running_server(tmp_path / "data", database_url) as process:
+        yield process
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One real server per test module and backend, shared by tests that neither change the
+    server's settings nor leave state another test could trip on (each asserts on what it made).
+    Login limits are raised: the tests log in many times from one address in a minute."""
+    data_dir = tmp_path_factory.mktemp("data")
+    with (
+        fresh_database(request.param, data_dir) as url,
+        running_server(
+            data_dir, url, login_attempts_per_address=10_000, login_attempts_per_account=10_000
+        ) as process,
+    ):
         yield process
 
 

@@ -7,57 +7,17 @@ process. `serving` yields that process on SQLite or on a fresh PostgreSQL databa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.support.db import fresh_database
 from tests.support.server import ServerProcess, provision, run_blocking, running_server
 
-POSTGRES_ENV = "SECUREMSG_TEST_POSTGRES_URL"
-REQUIRE_ENV = "SECUREMSG_TEST_REQUIRE_SERVICES"
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 # Argon2id as deployed (tests.support.server.FAST_ARGON2 is what the tests' server runs).
 REAL_ARGON2 = {"argon2_time_cost": 2, "argon2_memory_kib": 19456}
-
-
-def postgres_base_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(f"{REQUIRE_ENV}=1 but {POSTGRES_ENV} is not set")
-        pytest.skip(f"needs {POSTGRES_ENV}")
-    return url
-
-
-async def _postgres(url: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def fresh_database(backend: str, directory: Path) -> Iterator[str]:
-    """A database URL nobody else uses: a SQLite file in `directory`, or a new PostgreSQL db."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{directory / 'securemsg.db'}"
-        return
-    base = postgres_base_url()
-    name = f"securemsg_adv_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres(base, f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        asyncio.run(_postgres(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager

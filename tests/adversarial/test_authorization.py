@@ -39,8 +39,8 @@ from securemsg.protocol.devices import DeviceEntry
 from securemsg.protocol.frames import ATTACH_PURPOSE
 from securemsg.server import compliance, grants_http, http, legal_http
 from securemsg.storage.models import metadata
-from tests.adversarial.actors import BACKENDS, provision_now, serving
-from tests.support.db import snapshot
+from tests.adversarial.actors import provision_now, serving
+from tests.support.db import BACKENDS, snapshot
 from tests.support.peer import Peer
 from tests.support.server import ServerProcess
 from tests.support.ws import open_socket, recv_json, until_closed

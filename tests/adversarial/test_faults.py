@@ -39,15 +39,9 @@ from sqlalchemy.engine import make_url
 from websockets.exceptions import ConnectionClosed
 
 from securemsg.protocol.envelope import EnvelopeLimits, parse_envelope
-from tests.adversarial.actors import (
-    BACKENDS,
-    fresh_database,
-    provision_now,
-    server_pid,
-    serving,
-    tracebacks,
-)
+from tests.adversarial.actors import provision_now, server_pid, serving, tracebacks
 from tests.adversarial.dbproxy import DatabaseProxy
+from tests.support.db import BACKENDS, fresh_database
 from tests.support.peer import Peer
 from tests.support.server import ServerProcess, running_server
 from tests.support.ws import open_socket, recv_json, until_closed

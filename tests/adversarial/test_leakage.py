@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from securemsg.protocol import frames
-from tests.adversarial.actors import BACKENDS, provision_now, serving
-from tests.support.db import snapshot
+from tests.adversarial.actors import provision_now, serving
+from tests.support.db import BACKENDS, snapshot
 from tests.support.peer import Peer
 from tests.support.server import ServerProcess
 from tests.support.ws import open_socket, recv_json, until_closed

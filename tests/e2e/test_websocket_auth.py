@@ -18,12 +18,14 @@ from tests.support.ws import authenticated, open_socket, recv_json, until_closed
 MARKER = "MARKER-7f3a9c-do-not-log"
 
 
-@pytest.fixture
-def accounts(server: ServerProcess) -> ServerProcess:
-    server.create_account("tess", "therapist")
-    server.create_account("carl", "client")
-    server.create_conversation("tess", "carl")
-    return server
+@pytest.fixture(scope="module")
+def accounts(module_server: ServerProcess) -> ServerProcess:
+    """A therapist and a client on a server shared by this module's tests (each compares the
+    database before and after itself, and logs its own sessions in and out)."""
+    module_server.create_account("tess", "therapist")
+    module_server.create_account("carl", "client")
+    module_server.create_conversation("tess", "carl")
+    return module_server
 
 
 @pytest.mark.parametrize(
