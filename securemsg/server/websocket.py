@@ -58,8 +58,7 @@ def origin_allowed(websocket: WebSocket, allowed: tuple[str, ...]) -> bool:
     return origin in (f"http://{host}", f"https://{host}")
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    services: Services = websocket.app.state.services
+async def websocket_endpoint(websocket: WebSocket, services: Services) -> None:
     settings = services.settings
     address = client_address(websocket)
     if not origin_allowed(websocket, settings.allowed_origins):
