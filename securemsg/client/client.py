@@ -251,8 +251,7 @@ class Client:
             return
         self._closed = True
         if consumed and self._current is not None and not self._unread:
-            self._current.commit(self._state)
-            self._writer.mark()
+            self._commit_current()
         if self._grant_watch is not None:
             self._grant_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -357,6 +356,19 @@ class Client:
                     payload=payload,
                 ),
             )
+            self._record(
+                Message(
+                    conversation=ConversationId(found.id),
+                    message_id=MessageId(message_id.hex()),
+                    sender=AccountId(found.me.account),
+                    sender_device=DeviceId(self._state.device_id),
+                    sent_ms=_sent_ms(envelope, self.options.limits),
+                    counter=chain.counter + 1,
+                    content=content,
+                    outgoing=True,
+                    seq=0,
+                )
+            )
             future = self._outbox.add(PendingSend(found.id, message_id, envelope), payload)
         return await future
 
@@ -447,11 +459,12 @@ class Client:
         async with self._consume_lock:
             while True:
                 if self._unread:
-                    return self._unread.popleft()
+                    event = self._unread.popleft()
+                    if isinstance(event, Message):
+                        self._record(event)  # in the order the application saw it
+                    return event
                 if self._current is not None:
-                    self._current.commit(self._state)
-                    self._current = None
-                    self._writer.mark()
+                    self._commit_current()
                 item = await self._inbound.get()
                 if isinstance(item, Terminal):
                     self._inbound.put(item)  # keep raising it
@@ -461,6 +474,17 @@ class Client:
                     self._unread.extend(self._current.events)
                     continue
                 return item
+
+    def _commit_current(self) -> None:
+        """The application consumed the current delivery's events: advance the cursor and the
+        chains, and schedule the keystore save."""
+        assert self._current is not None
+        self._current.commit(self._state)
+        self._current = None
+        self._writer.mark()
+
+    def _record(self, message: Message) -> None:
+        self._state.history_bytes = self._keystore.history.append(message)
 
     async def _on_saved(self, cursor: int) -> None:
         if self._connection is not None:
@@ -586,14 +610,23 @@ class Client:
         return shared
 
     async def history(self, conversation: uuid.UUID) -> list[Message]:
-        """As a supervisor under a verified grant in force that includes history: the messages
-        the therapist shared, oldest first, each opened with a key share signed by the
-        therapist's device and checked against its original sender's signature. Envelopes that
-        fail a check are left out and reported as `Undecryptable` events. Without a grant in
-        force the server refuses (`RequestFailed`, code `no_grant`) and records the attempt."""
+        """The conversation's messages, oldest first.
+
+        For a participant (client or therapist): from this device's own history file (the server
+        keeps none): every message handed to the application here and every message sent from
+        here (`outgoing`, `seq` 0), since this keystore was created. Raises `HistoryTampered` if
+        the file was changed.
+
+        For a supervisor, under a verified grant in force that includes history: the messages the
+        therapist shared, each opened with a key share signed by the therapist's device and
+        checked against its original sender's signature. Envelopes that fail a check are left
+        out and reported as `Undecryptable` events. Without a grant in force the server refuses
+        (`RequestFailed`, code `no_grant`) and records the attempt."""
         self._check_open()
-        if self._session is None or self._session.role != "supervisor":
-            raise ClientError("history() is for supervisors; participants receive messages")
+        if self._session is None:
+            raise ClientError("log in first")
+        if self._session.role != "supervisor":
+            return await asyncio.to_thread(self._keystore.history.read, conversation)
         with contextlib.suppress(RequestFailed):
             await self._grants.refresh(conversation)  # learn of revocations first
         items = await self._history_items(conversation)  # refused without a grant in force
@@ -867,6 +900,10 @@ class _Opening:
     ) -> None:
         if self._client is not None:
             await self._client.close(consumed=exc_type is None)
+
+
+def _sent_ms(raw_envelope: bytes, limits: EnvelopeLimits) -> int:
+    return parse_envelope(raw_envelope, limits).timestamp_ms
 
 
 def _message_id_of(raw_envelope: bytes, limits: EnvelopeLimits) -> bytes:

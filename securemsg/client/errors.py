@@ -71,6 +71,11 @@ class KeystoreTampered(KeystoreError):
     """The keystore file does not authenticate: it was modified, truncated or damaged."""
 
 
+class HistoryTampered(KeystoreError):
+    """The keystore's history file does not authenticate: a record was modified, moved or
+    removed, or the file was truncated."""
+
+
 class TrustError(ClientError):
     """A peer's keys cannot be trusted now; nothing was encrypted to them."""
 

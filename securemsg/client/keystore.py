@@ -2,7 +2,8 @@
 
 One file holds the device keys (and the account identity key on the device that manages the
 account's devices), the pinned identity keys and trusted device lists of peers, the delivery
-cursor, the message chains and the sends not yet accepted. It is sealed with a passphrase
+cursor, the message chains, the sends not yet accepted, and the key and committed length of
+the history file beside it (`history.py`). It is sealed with a passphrase
 (`securemsg.crypto.keystore`: Argon2id + XChaCha20-Poly1305), written with mode 0600 by
 write-to-temporary-then-rename, and locked against a second process opening it.
 """
@@ -21,9 +22,16 @@ from typing import IO, Any
 
 from securemsg.client.chain import ReceiveChain, SendChain
 from securemsg.client.errors import KeystoreError, KeystoreTampered, WrongPassphrase
+from securemsg.client.history import History, history_path
 from securemsg.crypto.errors import CryptoError, DecryptionFailed
 from securemsg.crypto.keys import DeviceKeys, IdentityKey
-from securemsg.crypto.keystore import KdfParams, PassphraseKey, PassphraseMismatch, open_sealed
+from securemsg.crypto.keystore import (
+    KdfParams,
+    PassphraseKey,
+    PassphraseMismatch,
+    new_record_key,
+    open_sealed,
+)
 from securemsg.protocol.devices import DeviceList, parse_device_list
 
 FORMAT = 1
@@ -162,6 +170,8 @@ class KeystoreState:
     outbox: list[PendingSend] = field(default_factory=list)
     grants: dict[uuid.UUID, GrantState] = field(default_factory=dict)  # verified, by grant id
     supervised: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)  # conv -> pinned client
+    history_key: bytes = field(default_factory=new_record_key)  # seals the history file
+    history_bytes: int = 0  # bytes of the history file committed with this state
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +194,8 @@ class KeystoreState:
             "outbox": [p.to_json() for p in self.outbox],
             "grants": {str(g): grant.to_json() for g, grant in self.grants.items()},
             "supervised": {str(c): str(a) for c, a in self.supervised.items()},
+            "history_key": _b64(self.history_key),
+            "history_bytes": self.history_bytes,
         }
 
     @classmethod
@@ -215,6 +227,9 @@ class KeystoreState:
                 for g, grant in data.get("grants", {}).items()
             },
             supervised={uuid.UUID(c): uuid.UUID(a) for c, a in data.get("supervised", {}).items()},
+            # Keystores written before the history file existed get a new key and no history.
+            history_key=_unb64(data["history_key"]) if "history_key" in data else new_record_key(),
+            history_bytes=int(data.get("history_bytes", 0)),
         )
 
 
@@ -234,6 +249,7 @@ class Keystore:
         self._write_lock = threading.Lock()
         self._written = -1  # generation of the last snapshot written
         self._lock_file: IO[bytes] | None = None
+        self.history = History(history_path(path), state.history_key, state.history_bytes)
 
     @classmethod
     def open(
@@ -284,6 +300,7 @@ class Keystore:
                 if generation < self._written:
                     return
                 self._written = generation
+            self.history.sync()  # the history bytes this state counts are on disk first
             _write_atomic(self.path, sealed)
         self.exists = True
 
@@ -291,6 +308,7 @@ class Keystore:
         self.write(self.snapshot())
 
     def close(self) -> None:
+        self.history.close()
         _unlock(self._lock_file)
         self._lock_file = None
 
