@@ -2,13 +2,14 @@
 
 `TcpForwarder` passes bytes through to wherever the server currently listens (it gets a new port
 on every restart). `HostileRelay` is a WebSocket man-in-the-middle playing a malicious server:
-it renumbers `deliver` frames so the sequence numbers look perfect while it drops, duplicates or
-reorders the envelopes inside them, and translates acknowledgements back.
+it renumbers `deliver` frames so the sequence numbers look perfect while it drops, duplicates,
+reorders or corrupts the envelopes inside them, and translates acknowledgements back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import Callable
@@ -91,6 +92,20 @@ def swap_with_next(index: int) -> Policy:
         if i == index + 1:
             return [frame, *held]
         return [frame]
+
+    return policy
+
+
+def corrupt(index: int, offset: int) -> Policy:
+    """Flip one bit of the `index`th envelope at byte `offset` from its end (negative: from the
+    end; the signature is the last 64 bytes, the body before it)."""
+
+    def policy(i: int, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        if i != index:
+            return [frame]
+        data = bytearray(base64.b64decode(frame["envelope"]))
+        data[offset] ^= 0x01
+        return [{**frame, "envelope": base64.b64encode(bytes(data)).decode("ascii")}]
 
     return policy
 

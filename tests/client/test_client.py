@@ -4,7 +4,9 @@ this account's own devices."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from securemsg.client import (
     CaughtUp,
     Client,
     ClientError,
+    ConnectionLost,
     DeviceChanged,
     DeviceRevoked,
     Event,
@@ -190,3 +193,54 @@ async def test_a_backlog_larger_than_the_queue_arrives_in_order_while_the_app_re
             assert [e for e in await _quiet(tess) if not isinstance(e, DeviceChanged)] == []
         replies = [(await _next_message(carl)).text for _ in range(20)]
         assert replies == [f"re: backlog {i}" for i in range(20)]
+
+
+async def _garbage_http_server(body: bytes) -> asyncio.Server:
+    """Answers every request with 200 and `body` (not what a securemsg server says)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"token": 5}', b"[]"])
+async def test_a_server_that_is_not_securemsg_gives_client_errors_not_library_ones(
+    tmp_path: Path, body: bytes
+) -> None:
+    server = await _garbage_http_server(body)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Client.connect(
+            f"http://127.0.0.1:{port}",
+            keystore=tmp_path / "k.keys",
+            passphrase=PASSPHRASE,
+            options=fast_options(timeout_seconds=2.0),
+        ) as client:
+            with pytest.raises(ClientError) as raised:
+                await client.login("carl", PASSWORD)
+    finally:
+        server.close()
+    assert type(raised.value).__module__ == "securemsg.client.errors"
+
+
+async def test_an_unreachable_server_is_connection_lost(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket closes
+    async with Client.connect(
+        f"http://127.0.0.1:{port}",
+        keystore=tmp_path / "k.keys",
+        passphrase=PASSPHRASE,
+        options=fast_options(timeout_seconds=2.0),
+    ) as client:
+        with pytest.raises(ConnectionLost):
+            await client.login("carl", PASSWORD)

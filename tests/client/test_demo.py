@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +14,19 @@ MARKER = "MARKER-5e1f-demo-must-not-leak"
 
 @pytest.mark.slow
 def test_demo_exits_0_and_its_data_directory_never_holds_the_message(tmp_path: Path) -> None:
-    data_dir = tmp_path / "demo"
+    # As a newcomer runs it: the `securemsg demo` command, with its default (new, temporary)
+    # data directory, made here under tmp_path.
     result = subprocess.run(
-        [sys.executable, "-m", "securemsg.demo", "--message", MARKER, "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "securemsg", "demo", "--message", MARKER],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    (data_dir,) = tmp_path.glob("securemsg-demo-*")
+    assert str(data_dir) in result.stdout  # left for inspection, and the newcomer is told where
     assert result.stdout.count(MARKER) == 3  # both people saw it, then the supervisor...
     for step in (
         "sam reads live:",

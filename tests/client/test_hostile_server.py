@@ -1,13 +1,24 @@
-"""A server that drops, duplicates or reorders envelopes is caught by the receiving SDK."""
+"""A server that drops, duplicates, reorders or corrupts envelopes is caught by the receiving
+SDK, and reported as an event."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 
-from securemsg.client import Anomaly, AnomalyKind, CaughtUp, Client, Event, Message
+import pytest
+
+from securemsg.client import (
+    Anomaly,
+    AnomalyKind,
+    CaughtUp,
+    Client,
+    Event,
+    Message,
+    Undecryptable,
+)
 from tests.client.conftest import OpenClient, Pair
-from tests.client.relays import HostileRelay, Policy, drop, duplicate, swap_with_next
+from tests.client.relays import HostileRelay, Policy, corrupt, drop, duplicate, swap_with_next
 
 SENT = 5
 
@@ -47,6 +58,8 @@ def _summary(events: list[Event]) -> list[tuple[str, object]]:
             out.append(("message", event.text))
         elif isinstance(event, Anomaly):
             out.append((event.kind.value, (event.first, event.last)))
+        elif isinstance(event, Undecryptable):
+            out.append(("undecryptable", event.reason))
         else:
             out.append((type(event).__name__, None))
     return out
@@ -93,3 +106,18 @@ async def test_reordered_envelopes_are_reported_as_missing_then_late(
     anomalies = [e for e in events if isinstance(e, Anomaly)]
     assert {a.kind for a in anomalies} == {AnomalyKind.MISSING, AnomalyKind.LATE}
     assert all(a.sender_device == anomalies[0].sender_device for a in anomalies)
+
+
+@pytest.mark.parametrize(("offset", "reason"), [(-1, "signature"), (-100, "signature")])
+async def test_corrupted_envelope_is_reported_undecryptable_with_its_reason_and_not_shown(
+    pair: Pair, open_client: OpenClient, offset: int, reason: str
+) -> None:
+    events = await _through_relay(pair, open_client, corrupt(3, offset))
+    summary = _summary(events)
+    assert [s for s in summary if s[0] == "message"] == [
+        ("message", f"message {i}") for i in (1, 2, 4, 5)
+    ]
+    (bad,) = [e for e in events if isinstance(e, Undecryptable)]
+    assert reason in bad.reason
+    assert summary.index(("undecryptable", bad.reason)) == 2  # where message 3 was
+    assert ("missing", (3, 3)) in summary  # the chain never saw message 3 open
