@@ -135,8 +135,8 @@ async def test_added_device_reads_along_and_a_revoked_one_is_cut_off(
     pair: Pair, open_client: OpenClient
 ) -> None:
     conversation = uuid.UUID(pair.conversation)
-    async with open_client("tess"):
-        pass
+    async with open_client("tess"), open_client("carl"):
+        pass  # carl trusts tess's list of one device
     async with Client.connect(
         pair.server.http_url,
         keystore=pair.keystore("tess-phone"),
@@ -154,6 +154,10 @@ async def test_added_device_reads_along_and_a_revoked_one_is_cut_off(
 
         async with open_client("carl", device_refresh_seconds=0) as carl:
             assert len(carl.devices(tess_id)) == 2
+            added = [e for e in await _quiet(carl) if isinstance(e, DeviceChanged)]
+            assert [(e.account, e.added, e.removed) for e in added] == [
+                (tess_id, (phone.device_id,), ())
+            ]
             await carl.send(conversation, "to both of tess's devices")
             assert (await _next_message(phone)).text == "to both of tess's devices"
             await phone.send(conversation, "from the phone")

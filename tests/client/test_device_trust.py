@@ -195,7 +195,7 @@ async def test_new_identity_key_blocks_sends_until_accepted(
     assert len(await _stored_recipients(pair)) == 2
 
 
-async def test_verified_peer_with_a_new_identity_key_needs_verification_again(
+async def test_verified_peer_with_a_new_identity_key_needs_verification_again_then_sends_resume(
     pair: Pair, open_client: OpenClient
 ) -> None:
     conversation = uuid.UUID(pair.conversation)
@@ -237,3 +237,11 @@ async def test_verified_peer_with_a_new_identity_key_needs_verification_again(
             raise AssertionError("a wrong scanned safety number verified the peer")
         assert not carl.is_verified(tess_id)
     assert await _stored_recipients(pair) == []
+    # Compared in person this time (the number tess's screen shows for her new key): verified
+    # again, and sends resume, to the devices that key signed.
+    async with open_client("carl", device_refresh_seconds=0) as carl:
+        await carl.verify_peer(tess_id, scanned=carl.safety_number(tess_id).qr_payload)
+        assert carl.is_verified(tess_id)
+        await carl.send(conversation, "after comparing again")
+    ((*recipients,),) = await _stored_recipients(pair)
+    assert INTRUDER in recipients
