@@ -111,9 +111,16 @@ def corrupt(index: int, offset: int) -> Policy:
 
 
 class HostileRelay:
-    def __init__(self, upstream_ws_url: str, policy: Policy) -> None:
+    """`policy` rewrites deliveries; with `cut_after_accepted`, the first N `accepted` replies
+    are swallowed and the connection is cut right after the server sent them (the reply lost on
+    the way, as a network failure would lose it)."""
+
+    def __init__(
+        self, upstream_ws_url: str, policy: Policy, *, cut_after_accepted: int = 0
+    ) -> None:
         self.upstream = upstream_ws_url
         self.policy = policy
+        self.cuts_left = cut_after_accepted
         self.port = 0
         self._server: Server | None = None
 
@@ -158,6 +165,10 @@ class HostileRelay:
                         continue
                     if frame["type"] == "caught_up":
                         frame["seq"] = out_seq
+                    if frame["type"] == "accepted" and self.cuts_left > 0:
+                        self.cuts_left -= 1
+                        await client.close()
+                        return
                     await client.send(json.dumps(frame))
 
             tasks = [asyncio.create_task(to_server()), asyncio.create_task(to_client())]

@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from securemsg.client import Anomaly, Client, Message, Undecryptable
-from tests.client.conftest import Pair, make_pair, opener
-from tests.client.relays import TcpForwarder
+from securemsg.storage.database import Database
+from securemsg.storage.models import envelopes
+from tests.client.conftest import OpenClient, Pair, make_pair, opener
+from tests.client.relays import HostileRelay, TcpForwarder
 from tests.support.server import running_server
 
 MESSAGES = 1000
@@ -110,3 +113,42 @@ async def test_sends_refused_by_the_server_rate_limit_are_retried_in_order(
             assert carl.reconnects > 0  # it was refused, paused and started over
             assert seen == [f"m{i}" for i in range(60)]
             assert problems == []
+
+
+async def test_a_lost_accepted_reply_is_retried_with_the_same_message_id_and_stored_once(
+    pair: Pair, open_client: OpenClient
+) -> None:
+    conversation = uuid.UUID(pair.conversation)
+    async with open_client("tess"):
+        pass
+    relay = HostileRelay(pair.server.ws_url, lambda i, frame: [frame], cut_after_accepted=1)
+    await relay.start()
+    try:
+        async with open_client("carl", websocket_url=relay.ws_url) as carl:
+            sent = await carl.send(conversation, "stored before its reply was lost")
+    finally:
+        await relay.stop()
+    assert relay.cuts_left == 0  # the first reply really was lost
+    stored = await _stored_message_ids(pair)
+    assert stored == [bytes.fromhex(sent.message_id)]  # one envelope, the retried one
+    async with open_client("tess") as tess:
+        message = await _next_message(tess)
+        assert message.message_id == sent.message_id
+
+
+async def _stored_message_ids(pair: Pair) -> list[bytes]:
+    database = Database.open(pair.server.database_url)
+    try:
+        async with database.read() as conn:
+            rows = await conn.execute(select(envelopes.c.message_id).order_by(envelopes.c.id))
+            return [bytes(row[0]) for row in rows]
+    finally:
+        await database.close()
+
+
+async def _next_message(client: Client) -> Message:
+    async with asyncio.timeout(10):
+        while True:
+            event = await client.next_event()
+            if isinstance(event, Message):
+                return event
