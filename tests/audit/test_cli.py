@@ -77,6 +77,8 @@ async def test_untouched_log_verifies_and_queries_and_exports_work(
     assert key.count("+") >= 2
     result = audit(stopped, "verify", "--key", key)
     assert result.stdout.startswith("ok: 6 events verified"), result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1].startswith("verified 6 "), result.stderr  # progress
+    assert audit(stopped, "verify", "--key", key, "--quiet").stderr == ""
     found = audit(stopped, "query", "--client", "carl", "--format", "ndjson").stdout
     assert [json.loads(line)["action"] for line in found.splitlines()] == [
         "account.created",
