@@ -1,14 +1,21 @@
-"""`securemsg account create` and `conversation create` as an operator runs them, beside the
-real server (other tests provision through the same `AdminService` in-process, to save a process
-start per account)."""
+"""The operator's commands (`account create`, `conversation create`, `account revoke-sessions`,
+`db upgrade`) as an operator runs them, beside the real server (other tests provision through
+the same `AdminService` in-process, to save a process start per account)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
 import uuid
+from pathlib import Path
+
+import httpx
 
 from tests.support.db import snapshot
-from tests.support.server import PASSWORD, ServerProcess
+from tests.support.server import PASSWORD, ServerProcess, running_server
+from tests.support.ws import authenticated, recv_json, until_closed
 
 CREATED = re.compile(r"created (\w+) (\S+) \(([0-9a-f-]{36})\)")
 
@@ -57,3 +64,43 @@ def test_a_password_on_the_command_line_is_refused(server: ServerProcess) -> Non
     )
     assert result.returncode == 2
     assert "unrecognized arguments" in result.stderr or "--password" in result.stderr
+
+
+def test_revoke_sessions_closes_the_accounts_open_sockets_and_its_tokens_stop_working(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    with running_server(tmp_path, sqlite_url, session_check_interval_seconds=0.2) as server:
+        server.create_account("carl", "client")
+        server.create_account("tess", "therapist")
+        token, other = server.login("carl"), server.login("tess")
+
+        async def check() -> None:
+            ws, _ = await authenticated(server.ws_url, token)
+            bystander, _ = await authenticated(server.ws_url, other)
+            out = await asyncio.to_thread(server.cli, "account", "revoke-sessions", "carl")
+            assert out.stdout.strip() == "revoked 1 session(s) of carl"
+            code, seen = await until_closed(ws, timeout=5)
+            assert code == 4410 and seen[-1]["code"] == "session_ended"
+            await bystander.send(json.dumps({"type": "ping"}))
+            assert await recv_json(bystander) == {"type": "pong"}
+            await bystander.close()
+
+        asyncio.run(check())
+        me = httpx.get(server.http_url + "/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 401
+        assert server.login("carl")  # the password still works: only the sessions ended
+        assert token not in server.log()
+
+
+def test_db_upgrade_prepares_a_database_for_a_server_that_does_not_migrate(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREMSG_")}
+    operator = ServerProcess(data_dir=data_dir, database_url=sqlite_url, env=env)
+    assert operator.cli("db", "upgrade").stdout.strip() == "schema is at the newest revision"
+    assert operator.cli("db", "upgrade").returncode == 0  # again: nothing to do
+    with running_server(data_dir, sqlite_url, auto_migrate="no") as server:
+        server.create_account("carl", "client")
+        assert server.login("carl")
