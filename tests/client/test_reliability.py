@@ -82,11 +82,19 @@ async def test_thousand_messages_each_way_survive_a_sigterm_and_a_sigkill_restar
             )
             await _until(lambda: len(at_tess) > MESSAGES // 3)
             await asyncio.to_thread(pair.server.stop, signal.SIGTERM)
+            # uvicorn re-raises SIGTERM once its graceful shutdown is done; -9 would mean the
+            # server was still running 20 s later and was killed.
+            assert pair.server.exit_code == -signal.SIGTERM
             await asyncio.to_thread(pair.server.start)
             await _until(lambda: len(at_tess) > 2 * MESSAGES // 3)
             await asyncio.to_thread(pair.server.kill)
             await asyncio.to_thread(pair.server.start)
             await work
+            for client in (tess, carl):  # nothing more arrives after the last one
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        while not isinstance(await client.next_event(), Message):
+                            pass
         assert at_tess == [f"carl {i}" for i in range(MESSAGES)]
         assert at_carl == [f"tess {i}" for i in range(MESSAGES)]
         assert problems == []

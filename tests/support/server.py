@@ -84,6 +84,7 @@ class ServerProcess:
     env: dict[str, str]
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
     log_path: Path = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +176,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.exit_code = self.process.returncode
         self.process = None
 
     def kill(self) -> None:
