@@ -61,3 +61,26 @@ def test_every_limit_has_a_positive_default() -> None:
     for field in dataclasses.fields(Settings):
         if field.name.startswith("max_") or field.name.endswith(("_seconds", "_bytes")):
             assert getattr(Settings(), field.name) > 0, field.name
+
+
+# Settings no test has to name, each with the reason. Keep it empty: a new setting gets a test
+# that sets it low on a real server (or a service object) and checks the behaviour at the limit.
+UNEXERCISED_ALLOWED: dict[str, str] = {}
+
+
+def test_every_setting_is_exercised_by_a_test() -> None:
+    tests = Path(__file__).parent
+    texts = [
+        path.read_text()
+        for path in sorted(tests.rglob("*.py"))
+        if path.resolve() != Path(__file__).resolve()
+    ]
+    unexercised = []
+    for field in dataclasses.fields(Settings):
+        names = (field.name, "SECUREMSG_" + field.name.upper())
+        pattern = re.compile(r"\b(?:" + "|".join(map(re.escape, names)) + r")\b")
+        if not any(pattern.search(text) for text in texts):
+            unexercised.append(field.name)
+    assert sorted(set(unexercised) - set(UNEXERCISED_ALLOWED)) == []
+    # An entry that a test now exercises is stale: take it off the list.
+    assert sorted(set(UNEXERCISED_ALLOWED) - set(unexercised)) == []

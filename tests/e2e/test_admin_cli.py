@@ -1,12 +1,11 @@
-"""The operator's commands (`account create`, `conversation create`, `account revoke-sessions`,
-`db upgrade`) as an operator runs them, beside the real server (other tests provision through
+"""The operator's commands (`account create`, `conversation create`, `account revoke-sessions`)
+as an operator runs them, beside the real server (other tests provision through
 the same `AdminService` in-process, to save a process start per account)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import uuid
 from pathlib import Path
@@ -90,17 +89,3 @@ def test_revoke_sessions_closes_the_accounts_open_sockets_and_its_tokens_stop_wo
         assert me.status_code == 401
         assert server.login("carl")  # the password still works: only the sessions ended
         assert token not in server.log()
-
-
-def test_db_upgrade_prepares_a_database_for_a_server_that_does_not_migrate(
-    tmp_path: Path, sqlite_url: str
-) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREMSG_")}
-    operator = ServerProcess(data_dir=data_dir, database_url=sqlite_url, env=env)
-    assert operator.cli("db", "upgrade").stdout.strip() == "schema is at the newest revision"
-    assert operator.cli("db", "upgrade").returncode == 0  # again: nothing to do
-    with running_server(data_dir, sqlite_url, auto_migrate="no") as server:
-        server.create_account("carl", "client")
-        assert server.login("carl")

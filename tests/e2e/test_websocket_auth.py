@@ -11,6 +11,8 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from securemsg.server.login import token_hash
+from securemsg.storage.models import sessions
 from tests.support.db import snapshot
 from tests.support.server import ServerProcess, running_server
 from tests.support.ws import authenticated, open_socket, recv_json, until_closed
@@ -51,7 +53,16 @@ async def test_frame_before_auth_closes_with_auth_required_and_changes_nothing(
     assert MARKER not in accounts.log()
 
 
-@pytest.mark.parametrize("token", ["not-a-token", "x" * 300, "", "a b c"])
+# Each carries the marker, so the log check below can tell the token was never written out.
+INVALID_TOKENS = {
+    "short": "not-a-token-" + MARKER,
+    "over-length": MARKER + "x" * 300,
+    "spaces": "a b c " + MARKER,
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("token", list(INVALID_TOKENS.values()), ids=list(INVALID_TOKENS))
 async def test_invalid_token_in_auth_frame_closes_with_auth_failed(
     accounts: ServerProcess, token: str
 ) -> None:
@@ -62,25 +73,55 @@ async def test_invalid_token_in_auth_frame_closes_with_auth_failed(
     assert code == 4401
     assert seen[-1]["code"] == "auth_failed"
     assert await snapshot(accounts.database_url) == before
+    assert MARKER not in accounts.log()
 
 
 async def test_revoked_token_is_refused_on_socket_and_http(accounts: ServerProcess) -> None:
     token = accounts.login("carl")
-    assert (
-        httpx.post(
-            accounts.http_url + "/v1/logout", headers={"Authorization": f"Bearer {token}"}
-        ).status_code
-        == 204
-    )
-    ws = await open_socket(accounts.ws_url, token=token)
-    code, _seen = await until_closed(ws)
-    assert code == 4401
-    assert (
-        httpx.get(
-            accounts.http_url + "/v1/me", headers={"Authorization": f"Bearer {token}"}
-        ).status_code
-        == 401
-    )
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(accounts.http_url + "/v1/logout", headers=bearer).status_code == 204
+    before = await snapshot(accounts.database_url)
+    await _assert_token_refused(accounts, token)
+    assert await snapshot(accounts.database_url) == before
+    assert token not in accounts.log()
+
+
+async def _assert_token_refused(server: ServerProcess, token: str) -> None:
+    """`token` is refused in an auth frame, in the upgrade's Authorization header, and on HTTP."""
+    ws = await open_socket(server.ws_url)
+    await ws.send(json.dumps({"type": "auth", "token": token}))
+    code, seen = await until_closed(ws)
+    assert code == 4401 and [f["code"] for f in seen] == ["auth_failed"]
+    ws = await open_socket(server.ws_url, token=token)
+    code, seen = await until_closed(ws)
+    assert code == 4401 and [f["code"] for f in seen] == ["auth_failed"]
+    me = httpx.get(server.http_url + "/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 401 and me.json()["error"]["code"] == "auth_failed"
+
+
+@pytest.mark.parametrize("expiry", ["session_lifetime_seconds", "session_idle_seconds"])
+async def test_expired_session_token_is_refused_on_socket_and_http(
+    tmp_path: Path, database_url: str, expiry: str
+) -> None:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    with running_server(tmp_path / "data", database_url, **{expiry: 1}) as server:
+        server.create_account("carl", "client")
+        token = server.login("carl")
+        await asyncio.sleep(1.5)  # past the session's lifetime, or its idle limit (never used)
+        before = await snapshot(database_url)
+        await _assert_token_refused(server, token)
+        assert await snapshot(database_url) == before
+        # The token names a real session, not revoked, made under the setting: time ended it.
+        columns = sessions.c.keys()
+        [session] = [
+            dict(zip(columns, row, strict=True))
+            for row in before["sessions"]
+            if row[columns.index("token_hash")] == token_hash(token)
+        ]
+        assert session["revoked_ms"] is None
+        lifetime_ms = session["expires_ms"] - session["created_ms"]
+        assert lifetime_ms == (1000 if expiry == "session_lifetime_seconds" else 604_800_000)
+        assert token not in server.log()
 
 
 async def test_bearer_header_and_auth_frame_both_authenticate(accounts: ServerProcess) -> None:
@@ -96,9 +137,14 @@ async def test_bearer_header_and_auth_frame_both_authenticate(accounts: ServerPr
 
 
 async def test_cross_site_origin_is_refused_at_handshake(accounts: ServerProcess) -> None:
+    token = accounts.login("carl")
+    before = await snapshot(accounts.database_url)
     with pytest.raises(InvalidStatus) as refused:
-        await open_socket(accounts.ws_url, origin="https://evil.example")
+        await open_socket(accounts.ws_url, token=token, origin="https://evil.example")
     assert refused.value.response.status_code == 403
+    assert await snapshot(accounts.database_url) == before  # the session was not even touched
+    log = accounts.log()
+    assert "origin not allowed" in log and token not in log
 
 
 def test_listed_origin_is_accepted(tmp_path: Path, sqlite_url: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from argon2 import Type, extract_parameters
 
 from securemsg.clock import FakeClock
 from securemsg.protocol.errors import ErrorCode
@@ -166,3 +167,21 @@ async def test_account_creation_validates_username_and_password(
 
 def test_settings_used_here_are_valid() -> None:
     dataclasses.replace(FAST).validate()
+
+
+async def test_password_hashes_record_every_argon2_setting() -> None:
+    settings = Settings(argon2_time_cost=3, argon2_memory_kib=2048, argon2_parallelism=2)
+    hashing = PasswordHashing(settings)
+    try:
+        encoded = await hashing.hash("a long enough password")
+        params = extract_parameters(encoded)
+        assert (params.type, params.time_cost, params.memory_cost, params.parallelism) == (
+            Type.ID,
+            3,
+            2048,
+            2,
+        )
+        assert await hashing.verify(encoded, "a long enough password")
+        assert not await hashing.verify(encoded, "another password")
+    finally:
+        hashing.close()
