@@ -36,8 +36,9 @@ async def test_account_and_conversation_create_print_ids_and_the_account_can_log
 
 
 async def test_bad_admin_commands_exit_2_with_a_reason_and_change_nothing(
-    server: ServerProcess,
+    sqlite_server: ServerProcess,
 ) -> None:
+    server = sqlite_server  # the checks are AdminService's, run on both backends in-process
     server.create_account("tess", "therapist")
     server.create_account("carl", "client")
     before = await snapshot(server.database_url)
@@ -57,8 +58,8 @@ async def test_bad_admin_commands_exit_2_with_a_reason_and_change_nothing(
     assert await snapshot(server.database_url) == before
 
 
-def test_a_password_on_the_command_line_is_refused(server: ServerProcess) -> None:
-    result = server.cli(
+def test_a_password_on_the_command_line_is_refused(sqlite_server: ServerProcess) -> None:
+    result = sqlite_server.cli(
         "account", "create", "--role", "client", "--password", PASSWORD, "cleo", check=False
     )
     assert result.returncode == 2
