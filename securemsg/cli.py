@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from securemsg import __version__, cli_audit, demo
+from securemsg import __version__, cli_audit
 from securemsg.clock import SystemClock
 from securemsg.server.admin import AdminError, AdminService
 from securemsg.server.passwords import PasswordHashing
@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db.add_parser("upgrade", help="apply schema migrations")
     _storage_options(upgrade)
     cli_audit.add_parser(commands)
-    demo.add_parser(commands)
+    # `demo` is imported only to run: it loads the SDK, which `serve` and the rest never need.
+    demo = commands.add_parser("demo", help="run a server and two SDK clients; show what each saw")
+    demo.add_argument("--message", help="a message the client sends (default: a sample text)")
+    demo.add_argument("--data-dir", help="where to put the demo's data (default: a new temp dir)")
     return parser
 
 
@@ -221,6 +224,8 @@ async def _with_admin(settings: Settings, work: Callable[[AdminService], Awaitab
 
 def run_command(args: argparse.Namespace) -> int:
     if args.command == "demo":
+        from securemsg import demo
+
         return demo.main(args)
     settings = load_settings(args)
     if args.command == "serve":

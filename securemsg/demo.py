@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,17 +54,6 @@ class StoredEnvelope:
     recipients: int
     size_bytes: int
     sent_ms: int
-
-
-def add_parser(commands: Any) -> None:
-    """Add `demo` to the `securemsg` subcommands."""
-    demo = commands.add_parser("demo", help="run a server and two SDK clients; show what each saw")
-    _arguments(demo)
-
-
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--message", help="a message the client sends (default: a sample text)")
-    parser.add_argument("--data-dir", help="where to put the demo's data (default: a new temp dir)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -426,13 +415,3 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m securemsg.demo", description=__doc__)
-    _arguments(parser)
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

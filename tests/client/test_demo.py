@@ -48,7 +48,7 @@ def test_demo_exits_0_and_its_data_directory_never_holds_the_message(tmp_path: P
 def test_demo_refuses_a_data_directory_that_is_not_empty(tmp_path: Path) -> None:
     (tmp_path / "something").write_text("keep me")
     result = subprocess.run(
-        [sys.executable, "-m", "securemsg.demo", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "securemsg", "demo", "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
