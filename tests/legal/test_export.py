@@ -104,11 +104,19 @@ def tampered(data: bytes, key: NoteVerifier) -> list[tuple[str, bytes, type[Audi
     variant("authority", lambda d: d["bundle"]["request"].update(authority="someone else"))
     variant("time", lambda d: d["bundle"].update(exported_ms=d["bundle"]["exported_ms"] + 1))
     variant("event", lambda d: d["bundle"]["audit"][1]["event"].update(actor_name="mallory"))
-    variant(
-        "signature",
-        lambda d: d.update(signature=d["signature"].replace("A", "B", 1)),
-        CheckpointError,
-    )
+
+    def flip_signature(d: dict[str, Any]) -> None:
+        # A bit of the signature itself: editing its base64 text could land on the padding
+        # bits of the last character, which decode to the same bytes.
+        lines = d["signature"].split("\n")
+        at = next(i for i, line in enumerate(lines) if line.startswith("\u2014 "))
+        prefix, encoded = lines[at].rsplit(" ", 1)
+        raw = bytearray(base64.b64decode(encoded))
+        raw[-1] ^= 1
+        lines[at] = f"{prefix} {base64.b64encode(bytes(raw)).decode()}"
+        d["signature"] = "\n".join(lines)
+
+    variant("signature", flip_signature, CheckpointError)
 
     # Re-signed by a key the verifier does not trust: the attacker's own bundle.
     forger = NoteSigner.generate(key.name)
