@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from securemsg.client.client import Client, ClientOptions, DeviceInfo
 from securemsg.client.conversations import Conversation
 from securemsg.client.devices import DeviceApproval, DeviceRequest
+from securemsg.client.disclosures import Disclosure
 from securemsg.client.events import AccountId, DeviceId, Event, GrantInfo, Message
 from securemsg.client.outbox import Sent
 from securemsg.crypto.safety import SafetyNumber
@@ -101,6 +102,9 @@ class BlockingClient:
     def devices(self, account: uuid.UUID | None = None) -> list[DeviceInfo]:
         return self._client.devices(account)
 
+    def refresh_devices(self, account: uuid.UUID) -> list[DeviceInfo]:
+        return self._run(self._client.refresh_devices(account))
+
     def device_request(self) -> DeviceRequest:
         return self._run(self._client.device_request())
 
@@ -144,6 +148,9 @@ class BlockingClient:
     def history(self, conversation: uuid.UUID) -> list[Message]:
         return self._run(self._client.history(conversation))
 
+    def disclosures(self) -> list[Disclosure]:
+        return self._run(self._client.disclosures())
+
     @property
     def account(self) -> AccountId | None:
         return self._client.account
@@ -152,7 +159,32 @@ class BlockingClient:
     def device_id(self) -> DeviceId:
         return self._client.device_id
 
+    @property
+    def username(self) -> str | None:
+        return self._client.username
+
+    @property
+    def role(self) -> str | None:
+        return self._client.role
+
+    @property
+    def reconnects(self) -> int:
+        return self._client.reconnects
+
+    @property
+    def pending_sends(self) -> int:
+        return self._client.pending_sends
+
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def logout(self) -> None:
+        """End the server session and close the client."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._run(self._client.logout())
+        finally:
+            self._stop_loop()
 
     def close(self, *, consumed: bool = True) -> None:
         if not self._thread.is_alive():

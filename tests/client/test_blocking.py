@@ -34,3 +34,9 @@ def test_blocking_clients_exchange_a_message(pair: Pair) -> None:
         assert (event.text, event.message_id) == ("from a script", sent.message_id)
         with pytest.raises(TimeoutError):
             tess.next_event(timeout=0.2)
+        assert (tess.username, tess.role, carl.pending_sends) == ("tess", "therapist", 0)
+        assert [m.text for m in carl.history(conversation)] == ["from a script"]
+        assert [d.id for d in carl.refresh_devices(tess.account)] == [tess.device_id]
+        carl.logout()
+        assert carl.username == "carl"  # still readable; the client is closed
+        carl.close()  # a no-op after logout

@@ -48,6 +48,12 @@ def test_every_public_name_and_client_method_is_documented() -> None:
     assert not blocking - documented, sorted(blocking - documented)
 
 
+def test_the_blocking_facade_offers_every_client_method() -> None:
+    client = {name for name in vars(securemsg.client.Client) if not name.startswith("_")}
+    blocking = {name for name in vars(BlockingClient) if not name.startswith("_")}
+    assert client - blocking == {"connect"}  # the facade's constructor does what connect does
+
+
 def test_every_sdk_error_is_a_client_error() -> None:
     for name in PUBLIC:
         value = getattr(securemsg.client, name)
