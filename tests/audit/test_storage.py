@@ -6,6 +6,7 @@ import asyncio
 import uuid
 
 import pytest
+import sqlalchemy
 from sqlalchemy import text
 
 from securemsg.audit.checkpoint import open_checkpoint
@@ -227,3 +228,34 @@ async def test_queries_filter_by_each_field_and_page_with_a_cursor(database: Dat
         stored = await AuditLog(conn).get(2)
     assert stored is not None and stored.fields["purpose"] == "subpoena 42"
     assert stored.fields["actor_id"] == str(OFFICER)
+
+
+async def test_a_proof_is_one_select_of_at_most_two_log_n_stored_nodes(
+    database: Database, signer: NoteSigner
+) -> None:
+    """Proofs come from stored hashes in O(log n) reads, never by rehashing the table."""
+    size = 1000
+    async with database.write() as conn:
+        await AuditLog(conn).record_many([event(i) for i in range(size)], now_ms=1_000)
+    await Integrator(signers=[signer]).catch_up(database, now_ms=5)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    async with database.read() as conn:
+        tree = AuditTree(conn)
+        checkpoint = await tree.latest_checkpoint()
+        [(_, leaf)] = await tree.leaves(417, 1)
+        engine = database.engine.sync_engine
+        sqlalchemy.event.listen(engine, "before_cursor_execute", seen)
+        try:
+            inclusion = await tree.inclusion_proof(417, size)
+            consistency = await tree.consistency_proof(300, size)
+        finally:
+            sqlalchemy.event.remove(engine, "before_cursor_execute", seen)
+    assert checkpoint is not None and checkpoint.size == size
+    assert len(statements) == 2, statements  # one SELECT per proof
+    assert all("audit_nodes" in s and "audit_leaves" not in s for s in statements)
+    assert len(inclusion) <= size.bit_length() and len(consistency) <= 2 * size.bit_length()
+    verify_inclusion(leaf_hash(leaf), 417, size, inclusion, checkpoint.root)
