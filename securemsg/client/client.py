@@ -347,16 +347,7 @@ class Client:
             )
             message_id = os.urandom(MESSAGE_ID_BYTES)
             envelope = await self._seal(found, message_id, payload, refresh=False)
-            self._state.send_chains[found.id] = SendChain(
-                chain.counter + 1,
-                chain_hash(
-                    conversation_id=found.id.bytes,
-                    message_id=message_id,
-                    sender_device=self._state.device_id.bytes,
-                    payload=payload,
-                ),
-            )
-            self._record(
+            self._record(  # first: if the history cannot be written, nothing is sent
                 Message(
                     conversation=ConversationId(found.id),
                     message_id=MessageId(message_id.hex()),
@@ -368,6 +359,15 @@ class Client:
                     outgoing=True,
                     seq=0,
                 )
+            )
+            self._state.send_chains[found.id] = SendChain(
+                chain.counter + 1,
+                chain_hash(
+                    conversation_id=found.id.bytes,
+                    message_id=message_id,
+                    sender_device=self._state.device_id.bytes,
+                    payload=payload,
+                ),
             )
             future = self._outbox.add(PendingSend(found.id, message_id, envelope), payload)
         return await future
@@ -459,10 +459,10 @@ class Client:
         async with self._consume_lock:
             while True:
                 if self._unread:
-                    event = self._unread.popleft()
+                    event = self._unread[0]
                     if isinstance(event, Message):
                         self._record(event)  # in the order the application saw it
-                    return event
+                    return self._unread.popleft()  # only once recorded: a failed write loses none
                 if self._current is not None:
                     self._commit_current()
                 item = await self._inbound.get()
@@ -484,6 +484,10 @@ class Client:
         self._writer.mark()
 
     def _record(self, message: Message) -> None:
+        """Append to this device's history (participants: a supervisor's history is the
+        therapist's to share, and stays on the server)."""
+        if self._session is not None and self._session.role == "supervisor":
+            return
         self._state.history_bytes = self._keystore.history.append(message)
 
     async def _on_saved(self, cursor: int) -> None:
@@ -614,7 +618,8 @@ class Client:
 
         For a participant (client or therapist): from this device's own history file (the server
         keeps none): every message handed to the application here and every message sent from
-        here (`outgoing`, `seq` 0), since this keystore was created. Raises `HistoryTampered` if
+        here (`outgoing`, `seq` 0; recorded when sent), since the device started keeping history.
+        Raises `HistoryTampered` if
         the file was changed.
 
         For a supervisor, under a verified grant in force that includes history: the messages the

@@ -12,8 +12,13 @@ the delivery cursor; the file is synced before each keystore save). Bytes past t
 written after the last save, by a process that then stopped: they are dropped when the keystore
 opens, and their messages are delivered (or still pending in the outbox) again. A message handed
 out again (the application did not get to consume it before a restart) is appended again, and
-`read` keeps its first record only. A file shorter than that, or a record edited, moved or
-removed, makes `read` raise `HistoryTampered`.
+`read` keeps its first record only (same conversation, sending device, counter and id). A file
+shorter than the committed length, or a record edited, moved or removed, makes `read` raise
+`HistoryTampered`.
+
+A send is recorded when it is sent, before the server accepts it (a send refused later is
+reported as `SendFailed` and stays in the history). A supervisor's device records nothing: the
+shared history stays on the server, readable only under a grant in force.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from securemsg.client.errors import HistoryTampered
+from securemsg.client.errors import HistoryTampered, KeystoreError
 from securemsg.client.events import AccountId, ConversationId, DeviceId, Message, MessageId
 from securemsg.crypto.errors import DecryptionFailed
 from securemsg.crypto.keystore import open_record, seal_record
@@ -43,13 +48,16 @@ def history_path(keystore: Path) -> Path:
 class History:
     """The history file of one keystore: `append` on the owner's thread, `sync` from any."""
 
-    def __init__(self, path: Path, key: bytes, committed: int) -> None:
+    def __init__(self, path: Path, key: bytes, committed: int, *, exists: bool) -> None:
+        """`committed`: the length the keystore counts. `exists`: whether that keystore is on
+        disk (a new one leaves a file it does not own alone until it appends)."""
         self.path = path
         self.size = committed  # bytes this history holds, appended since the last save included
         self._key = key
         self._fd: int | None = None
         self._lock = threading.Lock()
-        self._drop_uncommitted(committed)
+        if exists:
+            self._drop_uncommitted(committed)
 
     def _drop_uncommitted(self, committed: int) -> None:
         try:
@@ -62,23 +70,41 @@ class History:
                 os.fsync(file.fileno())
 
     def append(self, message: Message) -> int:
-        """Seal and append `message`; return the file's new size (the keystore's to commit)."""
+        """Seal and append `message`; return the file's new size (the keystore's to commit).
+
+        Written at `size`, not at the file's end: a write that failed part-way is overwritten by
+        the next one (and is past the committed length meanwhile). Raises `KeystoreError`.
+        """
         sealed = seal_record(self._key, _encode(message), self.size)
         record = len(sealed).to_bytes(_LENGTH_BYTES, "big") + sealed
         with self._lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            view = memoryview(record)
-            while view:
-                view = view[os.write(self._fd, view) :]
-        self.size += len(record)
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+                view, offset = memoryview(record), self.size
+                while view:
+                    written = os.pwrite(self._fd, view, offset)
+                    view, offset = view[written:], offset + written
+            except OSError as error:
+                raise KeystoreError(
+                    f"cannot write history file {self.path}: {error.strerror}"
+                ) from error
+            self.size += len(record)
         return self.size
 
     def sync(self) -> None:
-        """Make what was appended durable (before the keystore that counts it is saved)."""
+        """Make what was appended durable (before the keystore that counts it is saved).
+
+        Called from the keystore's writer thread; the fsync runs on a duplicate descriptor,
+        outside the lock, so appends on the event loop do not wait for the disk."""
         with self._lock:
-            if self._fd is not None:
-                os.fsync(self._fd)
+            if self._fd is None:
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def read(self, conversation: uuid.UUID | None = None) -> list[Message]:
         """The recorded messages (of `conversation`, if given), in the order they were recorded."""
@@ -92,7 +118,7 @@ class History:
                 f"history file {self.path} holds {len(data)} bytes; the keystore counts {size}"
             )
         messages: list[Message] = []
-        seen: set[tuple[uuid.UUID, str]] = set()
+        seen: set[tuple[uuid.UUID, uuid.UUID, int, str]] = set()
         position = 0
         while position < len(data):
             start = position + _LENGTH_BYTES
@@ -105,7 +131,7 @@ class History:
                 raise HistoryTampered(
                     f"history record at byte {position} was modified or moved"
                 ) from None
-            key = (message.conversation, message.message_id)
+            key = (message.conversation, message.sender_device, message.counter, message.message_id)
             if key not in seen and (conversation is None or message.conversation == conversation):
                 messages.append(message)
             seen.add(key)

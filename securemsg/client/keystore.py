@@ -249,7 +249,9 @@ class Keystore:
         self._write_lock = threading.Lock()
         self._written = -1  # generation of the last snapshot written
         self._lock_file: IO[bytes] | None = None
-        self.history = History(history_path(path), state.history_key, state.history_bytes)
+        self.history = History(
+            history_path(path), state.history_key, state.history_bytes, exists=exists
+        )
 
     @classmethod
     def open(

@@ -29,6 +29,7 @@ from securemsg.client import (
     RequestFailed,
     SupervisorGranted,
 )
+from securemsg.client.history import history_path
 from securemsg.crypto.grants import GRANT_PURPOSE
 from securemsg.crypto.keys import DeviceKeys
 from securemsg.protocol.envelope import EnvelopeLimits, parse_envelope
@@ -124,6 +125,7 @@ async def test_granted_supervisor_reads_live_and_history_and_both_participants_s
         ]
         with pytest.raises(ClientError, match="cannot send"):
             await sam.send(conversation, "a supervisor never writes")
+        assert not history_path(pair.keystore("sam")).exists()  # what it read stays on the server
 
         assert await tess.share_history(grant.id) == 4  # its own messages too
         history = await sam.history(conversation)

@@ -4,13 +4,15 @@ and refusing to read when its file was changed."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import stat
 import uuid
 from pathlib import Path
 
 import pytest
 
-from securemsg.client import Client, HistoryTampered, Message
+from securemsg.client import Client, HistoryTampered, KeystoreError, Message
 from securemsg.client.events import AccountId, ConversationId, DeviceId, MessageId
 from securemsg.client.history import History, history_path
 from securemsg.crypto.keystore import new_record_key
@@ -73,7 +75,7 @@ def _message(text: str) -> Message:
 
 def _written(path: Path, key: bytes, texts: list[str]) -> list[int]:
     """Append `texts`; return the file size after each."""
-    history = History(path, key, 0)
+    history = History(path, key, 0, exists=False)
     try:
         return [history.append(_message(text)) for text in texts]
     finally:
@@ -93,18 +95,25 @@ def _swap_first_two(data: bytes, ends: list[int]) -> bytes:
         pytest.param(lambda data, ends: data[: ends[2] - 1], id="truncated"),
     ],
 )
-def test_changed_history_file_raises_history_tampered(tmp_path: Path, change: object) -> None:
+@pytest.mark.parametrize("committed", ["as-before", "as-changed"])
+def test_changed_history_file_raises_history_tampered(
+    tmp_path: Path, change: object, committed: str
+) -> None:
+    """Whether the keystore's count still matches (a file cut short) or was changed along with
+    the file (so only the records' authenticated offsets can tell)."""
     path, key = tmp_path / "h.history", new_record_key()
     ends = _written(path, key, ["a", "b", "c"])
-    path.write_bytes(change(path.read_bytes(), ends))  # type: ignore[operator]
+    changed = change(path.read_bytes(), ends)  # type: ignore[operator]
+    path.write_bytes(changed)
+    length = ends[-1] if committed == "as-before" else len(changed)
     with pytest.raises(HistoryTampered):
-        History(path, key, ends[-1]).read()
+        History(path, key, length, exists=True).read()
 
 
 def test_records_past_the_committed_length_are_dropped_on_open(tmp_path: Path) -> None:
     path, key = tmp_path / "h.history", new_record_key()
     ends = _written(path, key, ["kept", "written after the last keystore save"])
-    history = History(path, key, ends[0])
+    history = History(path, key, ends[0], exists=True)
     assert [m.content for m in history.read()] == ["kept"]
     assert path.stat().st_size == ends[0]
     history.append(_message("delivered again"))
@@ -114,7 +123,7 @@ def test_records_past_the_committed_length_are_dropped_on_open(tmp_path: Path) -
 
 def test_a_message_handed_out_again_is_listed_once(tmp_path: Path) -> None:
     path, key = tmp_path / "h.history", new_record_key()
-    history = History(path, key, 0)
+    history = History(path, key, 0, exists=False)
     again = _message("handed out before a restart, then again")
     for message in (again, _message("next"), again):
         history.append(message)
@@ -126,4 +135,37 @@ def test_history_does_not_open_under_another_key(tmp_path: Path) -> None:
     path = tmp_path / "h.history"
     ends = _written(path, new_record_key(), ["a"])
     with pytest.raises(HistoryTampered):
-        History(path, new_record_key(), ends[-1]).read()
+        History(path, new_record_key(), ends[-1], exists=True).read()
+
+
+def test_a_failed_write_is_an_sdk_error_and_the_next_one_overwrites_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, key = tmp_path / "h.history", new_record_key()
+    history = History(path, key, 0, exists=False)
+    first = history.append(_message("before the disk filled"))
+    real_pwrite = os.pwrite
+
+    def half_then_full(fd: int, data: bytes, offset: int) -> int:
+        real_pwrite(fd, bytes(data)[:7], offset)  # part of the record reaches the file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", half_then_full)
+    with pytest.raises(KeystoreError, match="No space left"):
+        history.append(_message("lost to the full disk"))
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert history.size == first
+    history.append(_message("after space was freed"))
+    read = [m.content for m in history.read()]
+    assert read == ["before the disk filled", "after space was freed"]
+    history.close()
+
+
+def test_a_new_keystore_leaves_a_history_file_it_does_not_own_alone(tmp_path: Path) -> None:
+    path, key = tmp_path / "h.history", new_record_key()
+    ends = _written(path, key, ["someone else's"])
+    History(path, new_record_key(), 0, exists=False).close()
+    assert path.stat().st_size == ends[-1]
+    assert [m.content for m in History(path, key, ends[-1], exists=True).read()] == [
+        "someone else's"
+    ]
