@@ -142,9 +142,9 @@ class App:
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == scope.get("root_path", "") + (
-            WEBSOCKET_PATH
-        ):
+        # ASGI servers differ on whether `path` includes `root_path` (uvicorn's does).
+        paths = (WEBSOCKET_PATH, scope.get("root_path", "") + WEBSOCKET_PATH)
+        if scope["type"] == "websocket" and scope["path"] in paths:
             await websocket_endpoint(WebSocket(scope, receive, send), self.services)
             return
         await self.starlette(scope, receive, send)
