@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass, field
@@ -346,14 +345,15 @@ class Client:
                 )
             )
             message_id = os.urandom(MESSAGE_ID_BYTES)
-            envelope = await self._seal(found, message_id, payload, refresh=False)
+            sent_ms = now_ms()
+            envelope = await self._seal(found, message_id, payload, sent_ms, refresh=False)
             self._record(  # first: if the history cannot be written, nothing is sent
                 Message(
                     conversation=ConversationId(found.id),
                     message_id=MessageId(message_id.hex()),
                     sender=AccountId(found.me.account),
                     sender_device=DeviceId(self._state.device_id),
-                    sent_ms=_sent_ms(envelope, self.options.limits),
+                    sent_ms=sent_ms,
                     counter=chain.counter + 1,
                     content=content,
                     outgoing=True,
@@ -373,7 +373,13 @@ class Client:
         return await future
 
     async def _seal(
-        self, conversation: Conversation, message_id: bytes, payload: bytes, *, refresh: bool
+        self,
+        conversation: Conversation,
+        message_id: bytes,
+        payload: bytes,
+        sent_ms: int,
+        *,
+        refresh: bool,
     ) -> bytes:
         me, peer = conversation.me.account, conversation.peer.account
         for account in (peer, me):
@@ -398,7 +404,7 @@ class Client:
                 sender_device=self._state.device_id.bytes,
                 conversation_id=conversation.id.bytes,
                 message_id=message_id,
-                timestamp_ms=int(time.time() * 1000),
+                timestamp_ms=sent_ms,
                 recipients=recipients,
                 plaintext=payload,
                 limits=self.options.limits,
@@ -436,7 +442,7 @@ class Client:
         found = await self._conversations.lookup(conversation_id)
         if found is None:
             raise ClientError(f"conversation {conversation_id} is no longer readable")
-        return await self._seal(found, message_id, payload, refresh=True)
+        return await self._seal(found, message_id, payload, now_ms(), refresh=True)
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -905,10 +911,6 @@ class _Opening:
     ) -> None:
         if self._client is not None:
             await self._client.close(consumed=exc_type is None)
-
-
-def _sent_ms(raw_envelope: bytes, limits: EnvelopeLimits) -> int:
-    return parse_envelope(raw_envelope, limits).timestamp_ms
 
 
 def _message_id_of(raw_envelope: bytes, limits: EnvelopeLimits) -> bytes:

@@ -171,22 +171,20 @@ def _subkey(master: bytes, purpose: bytes) -> bytes:
 
 # -- records of a keystore's history file -------------------------------------------------------
 
-RECORD_KEY_BYTES = KEY_BYTES
 _RECORD_AD = b"securemsg/v1/history-record"
 
 
 def new_record_key() -> bytes:
     """A random key for a keystore's history file (kept inside the sealed keystore)."""
-    return nacl.utils.random(RECORD_KEY_BYTES)
+    return nacl.utils.random(KEY_BYTES)
 
 
 def seal_record(key: bytes, plaintext: bytes, position: int) -> bytes:
     """Encrypt one history record; `position` (its byte offset in the file) is authenticated,
     so a record moved, removed before it, or copied elsewhere does not open."""
     nonce = nacl.utils.random(NONCE_BYTES)
-    ad = _RECORD_AD + position.to_bytes(8, "big")
     return nonce + nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, ad, nonce, key
+        plaintext, _record_ad(position), nonce, key
     )
 
 
@@ -194,10 +192,13 @@ def open_record(key: bytes, sealed: bytes, position: int) -> bytes:
     """The plaintext of a record sealed at `position`; `DecryptionFailed` if it does not open."""
     if len(sealed) < NONCE_BYTES + TAG_BYTES:
         raise DecryptionFailed(f"history record of {len(sealed)} bytes is truncated")
-    ad = _RECORD_AD + position.to_bytes(8, "big")
     try:
         return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            sealed[NONCE_BYTES:], ad, sealed[:NONCE_BYTES], key
+            sealed[NONCE_BYTES:], _record_ad(position), sealed[:NONCE_BYTES], key
         )
     except nacl.exceptions.CryptoError as error:
         raise DecryptionFailed("history record does not authenticate") from error
+
+
+def _record_ad(position: int) -> bytes:
+    return _RECORD_AD + position.to_bytes(8, "big")
