@@ -42,7 +42,6 @@ def redis_url() -> str:
 @pytest.fixture
 def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
     """The real server on every configured backend."""
-    (tmp_path / "data").mkdir(exist_ok=True)
     with running_server(tmp_path / "data", database_url) as process:
         yield process
 
@@ -67,6 +66,5 @@ def module_server(
 @pytest.fixture
 def sqlite_server(tmp_path: Path, sqlite_url: str) -> Iterator[ServerProcess]:
     """The real server on SQLite only, for tests whose behaviour does not depend on the backend."""
-    (tmp_path / "data").mkdir(exist_ok=True)
     with running_server(tmp_path / "data", sqlite_url) as process:
         yield process

@@ -274,7 +274,6 @@ def test_postgresql_cut_off_gives_unavailable_stores_nothing_and_recovers(tmp_pa
             proxied = url.set(
                 host="127.0.0.1", port=proxy.port, query={"command_timeout": str(TIMEOUT)}
             ).render_as_string(hide_password=False)
-            (tmp_path / "data").mkdir()
             with running_server(tmp_path / "data", proxied) as server:
                 outage = _outage_pair(server)
                 _exercise_outage(outage, proxy, server)

@@ -58,7 +58,6 @@ async def test_the_documented_application_role_runs_the_server_and_cannot_touch_
         await conn.close()
     app_url = as_role(postgres_url, role)
     try:
-        (tmp_path / "data").mkdir()
         with running_server(tmp_path / "data", app_url, auto_migrate="no") as server:
             await provision(app_url, {"carl": "client"})
             assert server.login("carl")  # sessions written, the login audited, as the role

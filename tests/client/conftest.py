@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -9,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from securemsg.client import Client, ClientOptions, KdfParams
+from securemsg.client import Client, ClientOptions, KdfParams, Message
 from tests.support.server import PASSWORD, ServerProcess
 
 FAST_KDF = KdfParams(time_cost=1, memory_kib=1024, parallelism=1)
 PASSPHRASE = "keystore passphrase"
+
+
+async def next_message(client: Client, timeout: float = 10) -> Message:
+    """The next `Message` event, skipping any other kind."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = await client.next_event()
+            if isinstance(event, Message):
+                return event
 
 
 def fast_options(**overrides: object) -> ClientOptions:

@@ -4,7 +4,6 @@ this account's own devices."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from pathlib import Path
 
@@ -19,18 +18,9 @@ from securemsg.client import (
     DeviceChanged,
     DeviceRevoked,
     Event,
-    Message,
 )
-from tests.client.conftest import PASSPHRASE, OpenClient, Pair, fast_options
-from tests.support.server import PASSWORD
-
-
-async def _next_message(client: Client, timeout: float = 10) -> Message:
-    async with asyncio.timeout(timeout):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, Message):
-                return event
+from tests.client.conftest import PASSPHRASE, OpenClient, Pair, fast_options, next_message
+from tests.support.server import PASSWORD, free_port
 
 
 async def _quiet(client: Client, seconds: float = 0.5) -> list[Event]:
@@ -55,10 +45,10 @@ async def test_consumed_messages_are_not_delivered_again_after_a_restart(
         for text in ("one", "two", "three"):
             await carl.send(conversation, text)
     async with open_client("tess") as tess:
-        assert (await _next_message(tess)).text == "one"
-        assert (await _next_message(tess)).text == "two"
+        assert (await next_message(tess)).text == "one"
+        assert (await next_message(tess)).text == "two"
     async with open_client("tess") as tess:
-        assert (await _next_message(tess)).text == "three"
+        assert (await next_message(tess)).text == "three"
         assert await _quiet(tess) == []
 
 
@@ -72,10 +62,10 @@ async def test_an_event_the_app_did_not_finish_is_delivered_again(
         await carl.send(conversation, "handle me")
     with pytest.raises(RuntimeError):
         async with open_client("tess") as tess:
-            await _next_message(tess)
+            await next_message(tess)
             raise RuntimeError("the app crashed while handling the message")
     async with open_client("tess") as tess:
-        again = await _next_message(tess)
+        again = await next_message(tess)
         assert again.text == "handle me"
         assert await _quiet(tess) == []
 
@@ -86,7 +76,7 @@ async def test_text_and_bytes_arrive_as_sent(pair: Pair, open_client: OpenClient
     async with open_client("tess") as tess, open_client("carl") as carl:
         sent = await carl.send(conversation, "héllo ✓")
         await carl.send(conversation, blob)
-        first, second = await _next_message(tess), await _next_message(tess)
+        first, second = await next_message(tess), await next_message(tess)
     assert (first.text, first.message_id, first.counter) == ("héllo ✓", sent.message_id, 1)
     assert second.content == blob and second.counter == 2
     assert first.sender == carl.account and not first.outgoing
@@ -159,12 +149,12 @@ async def test_added_device_reads_along_and_a_revoked_one_is_cut_off(
                 (tess_id, (phone.device_id,), ())
             ]
             await carl.send(conversation, "to both of tess's devices")
-            assert (await _next_message(phone)).text == "to both of tess's devices"
+            assert (await next_message(phone)).text == "to both of tess's devices"
             await phone.send(conversation, "from the phone")
-            assert (await _next_message(carl)).text == "from the phone"
+            assert (await next_message(carl)).text == "from the phone"
             async with open_client("tess") as tess:
-                assert (await _next_message(tess)).text == "to both of tess's devices"
-                mine = await _next_message(tess)
+                assert (await next_message(tess)).text == "to both of tess's devices"
+                mine = await next_message(tess)
                 assert (mine.text, mine.outgoing) == ("from the phone", True)
                 await tess.revoke_device(phone.device_id)
             with pytest.raises(DeviceRevoked):
@@ -189,13 +179,13 @@ async def test_a_backlog_larger_than_the_queue_arrives_in_order_while_the_app_re
         async with open_client("tess", inbound_limit=4) as tess:
             texts = []
             while len(texts) < 20:
-                message = await _next_message(tess)
+                message = await next_message(tess)
                 texts.append(message.text)
                 await tess.send(conversation, f"re: {message.text}")  # needs `accepted` replies
             assert texts == [f"backlog {i}" for i in range(20)]
             assert tess.reconnects > 0  # the full queue made it fetch the rest again
             assert [e for e in await _quiet(tess) if not isinstance(e, DeviceChanged)] == []
-        replies = [(await _next_message(carl)).text for _ in range(20)]
+        replies = [(await next_message(carl)).text for _ in range(20)]
         assert replies == [f"re: backlog {i}" for i in range(20)]
 
 
@@ -216,35 +206,31 @@ async def _garbage_http_server(body: bytes) -> asyncio.Server:
     return await asyncio.start_server(answer, "127.0.0.1", 0)
 
 
+async def _login_error(port: int, keystore: Path) -> ClientError:
+    """What logging in against whatever answers on `port` raises."""
+    async with Client.connect(
+        f"http://127.0.0.1:{port}",
+        keystore=keystore,
+        passphrase=PASSPHRASE,
+        options=fast_options(timeout_seconds=2.0),
+    ) as client:
+        with pytest.raises(ClientError) as raised:
+            await client.login("carl", PASSWORD)
+    return raised.value
+
+
 @pytest.mark.parametrize("body", [b"not json", b'{"token": 5}', b"[]"])
 async def test_a_server_that_is_not_securemsg_gives_client_errors_not_library_ones(
     tmp_path: Path, body: bytes
 ) -> None:
     server = await _garbage_http_server(body)
-    port = server.sockets[0].getsockname()[1]
     try:
-        async with Client.connect(
-            f"http://127.0.0.1:{port}",
-            keystore=tmp_path / "k.keys",
-            passphrase=PASSPHRASE,
-            options=fast_options(timeout_seconds=2.0),
-        ) as client:
-            with pytest.raises(ClientError) as raised:
-                await client.login("carl", PASSWORD)
+        error = await _login_error(server.sockets[0].getsockname()[1], tmp_path / "k.keys")
     finally:
         server.close()
-    assert type(raised.value).__module__ == "securemsg.client.errors"
+    assert type(error).__module__ == "securemsg.client.errors"
 
 
 async def test_an_unreachable_server_is_connection_lost(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # nothing listens here once the socket closes
-    async with Client.connect(
-        f"http://127.0.0.1:{port}",
-        keystore=tmp_path / "k.keys",
-        passphrase=PASSPHRASE,
-        options=fast_options(timeout_seconds=2.0),
-    ) as client:
-        with pytest.raises(ConnectionLost):
-            await client.login("carl", PASSWORD)
+    error = await _login_error(free_port(), tmp_path / "k.keys")  # nothing listens there
+    assert isinstance(error, ConnectionLost)

@@ -3,7 +3,6 @@ and refusing to read when its file was changed."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import stat
@@ -12,21 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from securemsg.client import Client, HistoryTampered, KeystoreError, Message
+from securemsg.client import HistoryTampered, KeystoreError, Message
 from securemsg.client.events import AccountId, ConversationId, DeviceId, MessageId
 from securemsg.client.history import History, history_path
 from securemsg.crypto.keystore import new_record_key
-from tests.client.conftest import OpenClient, Pair
+from tests.client.conftest import OpenClient, Pair, next_message
 
 MARKER = "HISTORY-MARKER-5d1e"
-
-
-async def _next_message(client: Client) -> Message:
-    async with asyncio.timeout(10):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, Message):
-                return event
 
 
 def _lines(messages: list[Message]) -> list[tuple[str | bytes, bool]]:
@@ -39,11 +30,11 @@ async def test_history_holds_both_sides_in_order_and_survives_a_restart(
     conversation = uuid.UUID(pair.conversation)
     async with open_client("tess") as tess, open_client("carl") as carl:
         await carl.send(conversation, f"first {MARKER}")
-        assert (await _next_message(tess)).text == f"first {MARKER}"
+        assert (await next_message(tess)).text == f"first {MARKER}"
         await tess.send(conversation, b"\x00second")
-        assert (await _next_message(carl)).content == b"\x00second"
+        assert (await next_message(carl)).content == b"\x00second"
         await carl.send(conversation, "third")
-        assert (await _next_message(tess)).text == "third"
+        assert (await next_message(tess)).text == "third"
         live = await carl.history(conversation)
     assert _lines(live) == [(f"first {MARKER}", True), (b"\x00second", False), ("third", True)]
     async with open_client("carl") as carl, open_client("tess") as tess:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from securemsg.client import Anomaly, Client, Message, Undecryptable
 from securemsg.storage.database import Database
 from securemsg.storage.models import envelopes
-from tests.client.conftest import OpenClient, Pair, make_pair, opener
+from tests.client.conftest import OpenClient, Pair, make_pair, next_message, opener
 from tests.client.relays import HostileRelay, TcpForwarder
 from tests.support.server import running_server
 
@@ -105,7 +105,6 @@ async def test_thousand_messages_each_way_survive_a_sigterm_and_a_sigkill_restar
 async def test_sends_refused_by_the_server_rate_limit_are_retried_in_order(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "data").mkdir()
     url = f"sqlite+aiosqlite:///{tmp_path / 'data' / 'securemsg.db'}"
     with running_server(tmp_path / "data", url, send_rate_per_second=20, send_burst=10) as server:
         pair = make_pair(server, tmp_path / "keys")
@@ -140,7 +139,7 @@ async def test_a_lost_accepted_reply_is_retried_with_the_same_message_id_and_sto
     stored = await _stored_message_ids(pair)
     assert stored == [bytes.fromhex(sent.message_id)]  # one envelope, the retried one
     async with open_client("tess") as tess:
-        message = await _next_message(tess)
+        message = await next_message(tess)
         assert message.message_id == sent.message_id
 
 
@@ -152,11 +151,3 @@ async def _stored_message_ids(pair: Pair) -> list[bytes]:
             return [bytes(row[0]) for row in rows]
     finally:
         await database.close()
-
-
-async def _next_message(client: Client) -> Message:
-    async with asyncio.timeout(10):
-        while True:
-            event = await client.next_event()
-            if isinstance(event, Message):
-                return event

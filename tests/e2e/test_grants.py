@@ -66,6 +66,22 @@ def post_grant(tess: Peer, conversation: uuid.UUID, record: bytes) -> httpx.Resp
     )
 
 
+def key_share(tess: Peer, sam: Peer, grant_id: uuid.UUID, item: dict[str, Any]) -> str:
+    """The therapist's signed share, for `sam`'s device, of the content key of a history item."""
+    raw = base64.b64decode(item["envelope"])
+    key = content_key_of(raw, device_id=tess.device_id.bytes, device=tess.device)
+    share = make_key_share(
+        tess.device,
+        grant_id=grant_id.bytes,
+        therapist_device=tess.device_id.bytes,
+        message_id=raw[18:34],  # the envelope's message id (docs/protocol.md, envelope layout)
+        content_key=key,
+        supervisor_device=sam.device_id.bytes,
+        supervisor_encryption_key=sam.device.encryption_key,
+    )
+    return b64(share)
+
+
 async def audit_rows(server: ServerProcess, action: str) -> list[tuple[str, str]]:
     database = Database.open(server.database_url)
     try:
@@ -236,21 +252,10 @@ async def test_history_reaches_a_supervisor_only_through_therapist_signed_key_sh
         f"{server.http_url}/v1/conversations/{conversation}/history", headers=tess.auth
     ).json()["items"]
     message = next(i for i in history if i["kind"] == "message")
-    raw = base64.b64decode(message["envelope"])
-    key = content_key_of(raw, device_id=tess.device_id.bytes, device=tess.device)
-    share = make_key_share(
-        tess.device,
-        grant_id=grant_id.bytes,
-        therapist_device=tess.device_id.bytes,
-        message_id=raw[18:34],
-        content_key=key,
-        supervisor_device=sam.device_id.bytes,
-        supervisor_encryption_key=sam.device.encryption_key,
-    )
     r = httpx.post(
         f"{server.http_url}/v1/grants/{grant_id}/key-shares",
         headers=tess.auth,
-        json={"shares": [b64(share)]},
+        json={"shares": [key_share(tess, sam, grant_id, message)]},
     )
     assert r.status_code == 200 and r.json() == {"stored": 1}
     seen = httpx.get(

@@ -157,7 +157,6 @@ def test_device_list_longer_than_allowed_is_refused(tmp_path: Path, sqlite_url: 
 async def test_client_that_never_answers_pings_is_closed_while_a_live_one_stays_open(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    (tmp_path / "data").mkdir()
     # uvicorn pings every ping_interval_seconds and allows as long again for the pong (1 s: the
     # live client must answer within it even on a loaded machine).
     with running_server(tmp_path / "data", sqlite_url, ping_interval_seconds=1.0) as server:
@@ -190,7 +189,6 @@ async def test_client_that_never_answers_pings_is_closed_while_a_live_one_stays_
 def test_request_body_over_a_lowered_limit_is_refused_whether_declared_or_streamed(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, max_request_bytes=100) as server:
         server.create_account("carl", "client")
         login = server.http_url + "/v1/login"
@@ -209,7 +207,6 @@ def test_request_body_over_a_lowered_limit_is_refused_whether_declared_or_stream
 async def test_envelope_timestamp_outside_the_clock_skew_is_refused(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, clock_skew_seconds=10) as server:
         tess, carl, conversation = pair(server)
         await tess.connect()
@@ -229,7 +226,6 @@ async def test_envelope_timestamp_outside_the_clock_skew_is_refused(
 async def test_history_and_backlog_are_read_in_pages_of_the_backlog_page_size(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, backlog_page_envelopes=2) as server:
         tess, carl, conversation = pair(server)
         texts = [f"message {i}" for i in range(5)]
@@ -270,7 +266,6 @@ def test_argon2_settings_are_recorded_in_the_hashes_of_accounts_the_admin_path_c
     tmp_path: Path, sqlite_url: str
 ) -> None:
     argon2 = {"argon2_time_cost": 1, "argon2_memory_kib": 2048, "argon2_parallelism": 2}
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, **argon2) as server:
         # `securemsg account create` beside the server, under the same SECUREMSG_ARGON2_* settings
         server.env.update({"SECUREMSG_" + name.upper(): str(v) for name, v in argon2.items()})

@@ -4,7 +4,6 @@ server process and exercised over real sockets: refused at the limit with its do
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 import uuid
 from pathlib import Path
@@ -12,19 +11,14 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
-from securemsg.crypto.grants import content_key_of, make_key_share, sign_consent
+from securemsg.crypto.grants import sign_consent
 from securemsg.storage.database import Database
 from securemsg.storage.models import audit_checkpoints, audit_leaves
 from tests.audit.tamper import integrated
-from tests.e2e.test_grants import grant_record, now_ms, post_grant, supervisor
+from tests.e2e.test_grants import grant_record, key_share, now_ms, post_grant, supervisor
 from tests.legal.conftest import Account, populate
 from tests.support.peer import b64, pair
 from tests.support.server import running_server
-
-
-def data_dir(tmp_path: Path) -> Path:
-    (tmp_path / "data").mkdir(exist_ok=True)
-    return tmp_path / "data"
 
 
 def refused_with(response: httpx.Response, status: int, code: str) -> None:
@@ -36,7 +30,7 @@ def refused_with(response: httpx.Response, status: int, code: str) -> None:
 
 
 def test_grant_longer_than_max_grant_seconds_is_refused(tmp_path: Path, sqlite_url: str) -> None:
-    with running_server(data_dir(tmp_path), sqlite_url, max_grant_seconds=60) as server:
+    with running_server(tmp_path / "data", sqlite_url, max_grant_seconds=60) as server:
         tess, _carl, conversation = pair(server)
         sam = supervisor(server)
         start = now_ms() - 1000
@@ -54,7 +48,7 @@ def test_grant_without_the_clients_consent_is_refused_when_consent_is_required(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     with running_server(
-        data_dir(tmp_path), sqlite_url, grants_require_client_consent=True
+        tmp_path / "data", sqlite_url, grants_require_client_consent=True
     ) as server:
         tess, carl, conversation = pair(server)
         sam = supervisor(server)
@@ -79,7 +73,7 @@ def test_grant_without_the_clients_consent_is_refused_when_consent_is_required(
 async def test_key_share_upload_over_max_key_shares_per_request_is_refused(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    with running_server(data_dir(tmp_path), sqlite_url, max_key_shares_per_request=1) as server:
+    with running_server(tmp_path / "data", sqlite_url, max_key_shares_per_request=1) as server:
         tess, carl, conversation = pair(server)
         sam = supervisor(server)
         await carl.connect()
@@ -93,22 +87,9 @@ async def test_key_share_upload_over_max_key_shares_per_request_is_refused(
         history = httpx.get(
             f"{server.http_url}/v1/conversations/{conversation}/history", headers=tess.auth
         ).json()["items"]
-        shares = []
-        for item in history:
-            if item["kind"] != "message":
-                continue
-            raw = base64.b64decode(item["envelope"])
-            key = content_key_of(raw, device_id=tess.device_id.bytes, device=tess.device)
-            share = make_key_share(
-                tess.device,
-                grant_id=grant_id.bytes,
-                therapist_device=tess.device_id.bytes,
-                message_id=raw[18:34],
-                content_key=key,
-                supervisor_device=sam.device_id.bytes,
-                supervisor_encryption_key=sam.device.encryption_key,
-            )
-            shares.append(b64(share))
+        shares = [
+            key_share(tess, sam, grant_id, item) for item in history if item["kind"] == "message"
+        ]
         assert len(shares) == 2
 
         def upload(batch: list[str]) -> httpx.Response:
@@ -134,7 +115,7 @@ async def test_legal_names_and_texts_over_their_limits_are_refused(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     with running_server(
-        data_dir(tmp_path), sqlite_url, legal_max_name_chars=10, legal_max_text_chars=20
+        tmp_path / "data", sqlite_url, legal_max_name_chars=10, legal_max_text_chars=20
     ) as server:
         world = await populate(server)
         cora, cole = world.cora, world.cole
@@ -158,7 +139,7 @@ async def test_legal_names_and_texts_over_their_limits_are_refused(
 async def test_legal_lists_return_at_most_legal_max_page_items_and_page_on(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    with running_server(data_dir(tmp_path), sqlite_url, legal_max_page_items=1) as server:
+    with running_server(tmp_path / "data", sqlite_url, legal_max_page_items=1) as server:
         world = await populate(server)
         cora = world.cora
         filed = [cora.file({"conversation": str(world.conversation)}) for _ in range(2)]
@@ -183,7 +164,7 @@ async def test_export_over_legal_max_export_bytes_is_refused_and_a_narrower_scop
     tmp_path: Path, sqlite_url: str
 ) -> None:
     # An empty bundle is about 5 KB (request, signed checkpoint, proofs); a 20 KB message is not.
-    with running_server(data_dir(tmp_path), sqlite_url, legal_max_export_bytes=16_000) as server:
+    with running_server(tmp_path / "data", sqlite_url, legal_max_export_bytes=16_000) as server:
         world = await populate(server)
         before_ms = int(time.time() * 1000) - 1000
         await world.send("x" * 20_000)
@@ -201,7 +182,7 @@ async def test_export_over_legal_max_export_bytes_is_refused_and_a_narrower_scop
 async def test_accounting_of_disclosures_holds_at_most_max_disclosures_newest_first(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    with running_server(data_dir(tmp_path), sqlite_url, max_disclosures=1) as server:
+    with running_server(tmp_path / "data", sqlite_url, max_disclosures=1) as server:
         world = await populate(server)
         exports = [world.exported({"conversation": str(world.conversation)}) for _ in range(2)]
         carl = Account(server, "carl", world.carl.token)
@@ -215,7 +196,7 @@ async def test_accounting_of_disclosures_holds_at_most_max_disclosures_newest_fi
 async def test_audit_queries_return_at_most_audit_max_page_events(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    with running_server(data_dir(tmp_path), sqlite_url, audit_max_page_events=2) as server:
+    with running_server(tmp_path / "data", sqlite_url, audit_max_page_events=2) as server:
         world = await populate(server)  # many events: four accounts created, four logins
         page = world.cora.ok(world.cora.get("/v1/audit/events", limit=1000))
         assert len(page["events"]) == 2 and page["next_cursor"] is not None
@@ -228,7 +209,7 @@ async def test_checkpoints_are_signed_under_the_audit_origin(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     origin = "audit.example/limits-test"
-    with running_server(data_dir(tmp_path), sqlite_url, audit_origin=origin) as server:
+    with running_server(tmp_path / "data", sqlite_url, audit_origin=origin) as server:
         world = await populate(server)
         await integrated(server.database_url)
         note = world.cora.get("/v1/audit/checkpoint")
@@ -243,7 +224,7 @@ async def test_audit_integration_waits_its_interval_and_steps_at_most_max_leaves
     tmp_path: Path, sqlite_url: str
 ) -> None:
     with running_server(
-        data_dir(tmp_path),
+        tmp_path / "data",
         sqlite_url,
         audit_integrate_interval_seconds=3600,
         audit_integrate_max_leaves=2,

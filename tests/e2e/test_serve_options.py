@@ -28,7 +28,6 @@ async def _table_names(database_url: str) -> list[str]:
 async def test_server_without_auto_migrate_leaves_the_schema_to_db_upgrade(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, auto_migrate=False) as server:
         assert await _table_names(sqlite_url) == []  # started, and created nothing
         server.cli("db", "upgrade")
@@ -40,7 +39,6 @@ async def test_server_without_auto_migrate_leaves_the_schema_to_db_upgrade(
 async def test_log_level_warning_keeps_info_lines_out_of_the_server_log(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, log_level="warning") as server:
         server.create_account("carl", "client")
         ws, _ = await authenticated(server.ws_url, server.login("carl"))

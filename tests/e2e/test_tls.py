@@ -3,9 +3,7 @@ against the real server process with a self-signed certificate made by the `open
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -15,21 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import FAST_HASHING, PASSWORD, ServerProcess
+from tests.support.server import PASSWORD, ServerProcess, running_server
 from tests.support.ws import open_socket, recv_json
-
-
-@dataclasses.dataclass
-class TlsServer(ServerProcess):
-    """The real server, reached over https:// (its health check during start included)."""
-
-    @property
-    def http_url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"wss://127.0.0.1:{self.port}/v1/ws"
 
 
 @pytest.fixture
@@ -53,26 +38,15 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def tls_server(
-    tmp_path: Path,
-    sqlite_url: str,
-    certificate: tuple[Path, Path],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[TlsServer]:
+    tmp_path: Path, sqlite_url: str, certificate: tuple[Path, Path]
+) -> Iterator[ServerProcess]:
     cert, key = certificate
-    # ServerProcess.start polls /healthz with httpx's default trust: make it trust this cert.
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREMSG_")} | FAST_HASHING
-    (tmp_path / "data").mkdir()
-    server = TlsServer(data_dir=tmp_path / "data", database_url=sqlite_url, env=env)
-    server.start(tls_cert=cert, tls_key=key)
-    try:
+    with running_server(tmp_path / "data", sqlite_url, tls_cert=cert, tls_key=key) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def test_tls_settings_serve_https_and_wss_and_refuse_plain_http(
-    tls_server: TlsServer, certificate: tuple[Path, Path]
+    tls_server: ServerProcess, certificate: tuple[Path, Path]
 ) -> None:
     cert, _ = certificate
     trusting = ssl.create_default_context(cafile=str(cert))

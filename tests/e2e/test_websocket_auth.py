@@ -103,7 +103,6 @@ async def _assert_token_refused(server: ServerProcess, token: str) -> None:
 async def test_expired_session_token_is_refused_on_socket_and_http(
     tmp_path: Path, database_url: str, expiry: str
 ) -> None:
-    (tmp_path / "data").mkdir(exist_ok=True)
     with running_server(tmp_path / "data", database_url, **{expiry: 1}) as server:
         server.create_account("carl", "client")
         token = server.login("carl")

@@ -199,7 +199,6 @@ async def test_when_the_audit_log_refuses_an_export_nothing_is_returned_or_chang
 
 
 async def test_a_scope_too_large_for_one_bundle_is_refused(tmp_path: Path, sqlite_url: str) -> None:
-    (tmp_path / "data").mkdir()
     with running_server(tmp_path / "data", sqlite_url, legal_max_export_envelopes=1) as server:
         world = await populate(server)
         await world.send("one", "two")

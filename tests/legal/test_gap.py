@@ -40,7 +40,6 @@ async def test_a_device_resuming_after_retention_gets_gap_then_new_messages(worl
 
 
 async def test_the_server_runs_retention_in_the_background(tmp_path: Path, sqlite_url: str) -> None:
-    (tmp_path / "data").mkdir()
     settings = {"retention_interval_seconds": 0.2, "retention_undelivered_seconds": 0.5}
     with running_server(tmp_path / "data", sqlite_url, **settings) as server:
         world = await populate(server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -87,10 +87,16 @@ class World:
         return await self.delivery.submit(raw, account_id=sender.account, device=sender.device)
 
 
-@pytest.fixture
-async def world(database: Database, clock: FakeClock) -> AsyncIterator[World]:
+async def new_world(
+    database: Database,
+    clock: FakeClock,
+    settings: Settings,
+    on_committed: Callable[[Sequence[Push]], None] | None = None,
+) -> World:
+    """tess and carl in a conversation, olga outside it; the delivery service not started.
+    Committed pushes go to `on_committed` (default: the world's `pushes`)."""
     pushes: list[Push] = []
-    delivery = Delivery(database, Settings(), clock, pushes.extend)
+    delivery = Delivery(database, settings, clock, on_committed or pushes.extend)
     now = clock.now_ms()
     tess = await _member(database, "tess", Role.THERAPIST, now)
     carl = await _member(database, "carl", Role.CLIENT, now)
@@ -99,9 +105,15 @@ async def world(database: Database, clock: FakeClock) -> AsyncIterator[World]:
         conversation = await ConversationStore(conn).create(
             therapist_id=tess.account, client_id=carl.account, now_ms=now
         )
-    delivery.start()
-    yield World(delivery, pushes, tess, carl, olga, conversation, clock)
-    await delivery.stop()
+    return World(delivery, pushes, tess, carl, olga, conversation, clock)
+
+
+@pytest.fixture
+async def world(database: Database, clock: FakeClock) -> AsyncIterator[World]:
+    made = await new_world(database, clock, Settings())
+    made.delivery.start()
+    yield made
+    await made.delivery.stop()
 
 
 async def test_accepted_send_is_queued_for_each_recipient_device(world: World) -> None:
@@ -187,3 +199,29 @@ async def test_acknowledged_deliveries_leave_the_queue(world: World) -> None:
     queue = await world.delivery.queue(world.carl.device.id, after=0, limit=10)
     assert [q.seq for q in queue.deliveries] == [4, 5, 6]
     assert queue.acked_seq == 3
+
+
+async def test_queued_sends_commit_in_batches_of_at_most_max_batch_envelopes(
+    database: Database, clock: FakeClock
+) -> None:
+    batches: list[list[Push]] = []
+    settings = Settings(max_batch_envelopes=2)
+    world = await new_world(database, clock, settings, lambda done: batches.append(list(done)))
+    tess = world.tess
+    world.delivery.start()
+    try:
+        # All five are queued before the commit loop runs: it takes them two at a time.
+        futures = [
+            world.delivery.enqueue(
+                world.seal(tess, f"m{i}"), account_id=tess.account, device=tess.device
+            )
+            for i in range(5)
+        ]
+        for future in futures:
+            assert not (await future).duplicate
+    finally:
+        await world.delivery.stop()
+    assert [len(batch) for batch in batches] == [2, 2, 1]  # on_committed: once per batch
+    assert [seq for batch in batches for _, seq, _, _ in batch] == [1, 2, 3, 4, 5]
+    queue = await world.delivery.queue(world.carl.device.id, after=0, limit=10)
+    assert [q.seq for q in queue.deliveries] == [1, 2, 3, 4, 5]

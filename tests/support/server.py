@@ -9,6 +9,7 @@ import dataclasses
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -85,6 +86,7 @@ class ServerProcess:
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
+    tls_ca: str | None = None  # the certificate it serves (start(tls_cert=...)): https, wss
     log_path: Path = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,11 +94,11 @@ class ServerProcess:
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/ws"
+        return f"{'wss' if self.tls_ca else 'ws'}://127.0.0.1:{self.port}/v1/ws"
 
     def cli(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -136,6 +138,8 @@ class ServerProcess:
         env = dict(self.env)
         for key, value in settings.items():
             env["SECUREMSG_" + key.upper()] = str(value)
+        self.tls_ca = str(settings["tls_cert"]) if settings.get("tls_cert") else None
+        verify = ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else True
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -161,7 +165,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.http_url + "/healthz", timeout=1).status_code == 200:
+                health = httpx.get(self.http_url + "/healthz", timeout=1, verify=verify)
+                if health.status_code == 200:
                     return
             time.sleep(0.05)
         raise AssertionError(f"server did not become healthy:\n{self.log()}")
@@ -198,6 +203,9 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(data_dir: Path, database_url: str, **settings: Any) -> Iterator[ServerProcess]:
+    """The real server on `data_dir` (made if missing) and `database_url`, with these settings
+    (SECUREMSG_* in its environment); stopped on exit."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECUREMSG_")}
     env.update(FAST_HASHING)
     server = ServerProcess(data_dir=data_dir, database_url=database_url, env=env)
