@@ -220,3 +220,21 @@ async def test_prepare_runs_first_outside_the_transaction(world: World) -> None:
     with pytest.raises(ValueError, match="no"):
         await world.database.write_batch(job, prepare=refuse)
     assert seen == ["prepare", "job"]  # the job never ran
+
+
+async def test_batches_larger_than_one_statement_allows_are_written_whole(world: World) -> None:
+    # 12,000 deliveries of 3 values each is more than one statement's parameters (messages.py
+    # writes many rows per INSERT): every row must still land, in order, exactly once.
+    rows = 12_000
+
+    def job(store: BatchStore) -> int:
+        (envelope,) = store.insert_envelopes([_envelope(world, 1)], now_ms=NOW)
+        first = store.allocate_seqs({world.device: rows})[world.device]
+        store.insert_deliveries([(world.device, first + i, envelope) for i in range(rows)])
+        return first
+
+    first = await world.database.write_batch(job)
+    async with world.database.read() as conn:
+        queued = await MessageStore(conn).queued(world.device, after=0, limit=rows + 1)
+    assert [q.seq for q in queued] == list(range(first, first + rows))
+    assert {q.data for q in queued} == {b"data1"}
