@@ -117,6 +117,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from securemsg.server.app import create_app
+    from securemsg.server.protocols import protocols
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -125,7 +126,7 @@ def serve(settings: Settings) -> int:
     config: dict[str, Any] = {}
     if settings.tls_cert:
         config.update(ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key or None)
-    http_protocol, ws_protocol = _protocols(settings.request_timeout_seconds)
+    http_protocol, ws_protocol = protocols(settings.request_timeout_seconds)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -142,66 +143,6 @@ def serve(settings: Settings) -> int:
         **config,
     )
     return 0
-
-
-def _protocols(request_timeout: float) -> tuple[type[asyncio.Protocol], type[asyncio.Protocol]]:
-    """uvicorn's HTTP/1.1 (h11) and WebSocket (websockets-sansio) protocols, with two fixes for
-    untrusted clients (tests/adversarial/test_resource_limits.py):
-
-    - a deadline for each HTTP request to arrive: uvicorn waits forever for a request head or
-      body dripped a byte at a time (slowloris), holding a connection per attacker socket;
-    - a quiet 1007 close for a text frame that is not UTF-8: uvicorn logs a traceback for each.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-    class HttpProtocol(H11Protocol):
-        _request_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()  # the first request must arrive in time too
-
-        def data_received(self, data: bytes) -> None:
-            if self.conn.their_state is h11.IDLE:
-                self._arm()  # these bytes start a request (a no-op if one is under way)
-            super().data_received(data)
-            switched = self.transport.get_protocol() is not self
-            if switched or self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-                self._disarm()  # the request is in (or the WebSocket protocol took over)
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            if self._request_timer is None:
-                self._request_timer = self.loop.call_later(request_timeout, self._expired)
-
-        def _disarm(self) -> None:
-            if self._request_timer is not None:
-                self._request_timer.cancel()
-                self._request_timer = None
-
-        def _expired(self) -> None:
-            self._request_timer = None
-            if self.transport.get_protocol() is self and not self.transport.is_closing():
-                self.transport.close()
-
-    class WebSocketProtocol(WebSocketsSansIOProtocol):
-        def send_receive_event_to_app(self) -> None:
-            if self.curr_msg_data_type == "text" and not self.close_sent:
-                try:
-                    b"".join(self.frames).decode()
-                except UnicodeDecodeError:
-                    self.frames = []
-                    self.conn.send_close(1007, "text frame is not UTF-8")
-                    self.handle_parser_exception()
-                    return
-            super().send_receive_event_to_app()
-
-    return HttpProtocol, WebSocketProtocol
 
 
 async def _with_admin(settings: Settings, work: Callable[[AdminService], Awaitable[str]]) -> str:
