@@ -52,6 +52,7 @@ class Settings:
     max_key_shares_per_request: int = 1000
     clock_skew_seconds: float = 300.0
     max_batch_envelopes: int = 512
+    signature_processes: int = 2  # check signatures of sends queued under load; 0: none
     backlog_page_envelopes: int = 256
 
     # login and sessions

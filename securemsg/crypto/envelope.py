@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import nacl.bindings
@@ -143,6 +143,20 @@ def verify_envelope_signature(envelope: Envelope, signing_key: bytes) -> None:
         raise InvalidSignature(
             "envelope signature does not verify against the sender device key"
         ) from error
+
+
+def check_envelope_signatures(items: Iterable[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """Whether each (signing key, signed part, signature) verifies, as `verify_envelope_signature`
+    decides. Plain bytes in and out: this also runs in worker processes (server/signatures.py)."""
+    verdicts = []
+    for signing_key, signed_part, signature in items:
+        try:
+            verify_for_purpose(signing_key, ENVELOPE_PURPOSE, signed_part, signature)
+        except InvalidSignature:
+            verdicts.append(False)
+        else:
+            verdicts.append(True)
+    return verdicts
 
 
 def _seal_with(

@@ -3,39 +3,41 @@
 A send is acknowledged (`Accepted`) only after the transaction holding its envelope and its
 queue rows has committed. Sends that arrive while a batch is committing wait for the next one;
 there is no linger timer, so under load batches grow by themselves and when idle a send commits
-at once. Checks that need no database (structure, sender, clock, signature) run before queueing;
-membership and recipients are checked inside the batch transaction, against committed state.
+at once. Structure, sender and clock are checked before queueing; the signature after, before
+the transaction; membership and recipients inside the batch transaction, against committed state.
 
 Costs on the event loop are per batch, not per message, where they can be (DESIGN §11). On
 SQLite the whole batch is one call on the database's writer thread (`Database.write_batch`): the
-signature checks first (outside the transaction; a large batch is split with a helper thread,
-PyNaCl releases the GIL), then one transaction. PostgreSQL checks a batch's signatures in one
-executor call and runs the same statements on the async engine (its round trips are cheap).
-Either way the verdicts are in before the transaction starts: a send whose signature does not
-verify is never stored, and sends are stored in the order they arrived.
+signature checks not yet done first (outside the transaction), then one transaction. PostgreSQL
+checks them in one executor call and runs the same statements on the async engine (its round
+trips are cheap). Under load, signatures are checked ahead instead: when sends queue up, worker
+processes (server/signatures.py) check them in chunks while the batch before them commits, and
+the writer thread only writes. Either way the verdicts are in before the transaction starts: a
+send whose signature does not verify is never stored, and sends are stored in the order they
+arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
-import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from securemsg.audit.events import Actor, AuditAction, AuditEvent, Outcome
 from securemsg.clock import Clock
-from securemsg.crypto.envelope import verify_envelope_signature
+from securemsg.crypto.envelope import check_envelope_signatures
 from securemsg.crypto.errors import InvalidSignature
 from securemsg.crypto.signing import verify_signature
 from securemsg.protocol.envelope import Envelope, EnvelopeLimits, parse_envelope
 from securemsg.protocol.errors import EnvelopeError, ErrorCode
 from securemsg.protocol.frames import attach_message
 from securemsg.server.login import Principal
+from securemsg.server.signatures import SignatureWorkers
 from securemsg.settings import Settings
 from securemsg.storage.audit import AuditLog
 from securemsg.storage.database import Connection, Database
@@ -73,15 +75,17 @@ class Queue:
     acked_seq: int
 
 
-_UNCHECKED = object()
-# A batch with at least this many sends has its signatures checked on several threads.
-_SPLIT_VERIFY_AT = 16
+# With this many sends waiting for a check, worker processes check them ahead, in chunks.
+_CHECK_AHEAD_AT = 64
+_CHECK_AHEAD_CHUNK = 128
 
 
 class _Pending:
-    """One queued send. `verdict` is set by the batch's signature check, before its transaction."""
+    """One queued send. `verdict` is set by the batch's signature check, before its transaction:
+    True if the signature verifies, False if not."""
 
     __slots__ = (
+        "checking",
         "conversation_id",
         "envelope",
         "future",
@@ -106,7 +110,8 @@ class _Pending:
         self.sender_device = sender_device
         self.signing_key = signing_key
         self.future = future
-        self.verdict: object = _UNCHECKED  # None: valid; else the exception the check raised
+        self.verdict: bool | None = None  # not checked yet
+        self.checking = False  # being checked ahead, in a worker process
 
 
 # What a batch transaction hands back: a result per send (in batch order), and the pushes.
@@ -136,18 +141,15 @@ class Delivery:
         self.max_batch = max(1, settings.max_batch_envelopes)
         self.on_committed = on_committed
         self._queue: collections.deque[_Pending] = collections.deque()
+        # The sends of `_queue` whose signature check has not started, in order (a suffix of it,
+        # but for sends whose check ahead failed: those are checked by their batch).
+        self._unchecked: collections.deque[_Pending] = collections.deque()
         self._acks: dict[uuid.UUID, int] = {}
         self._committing_acks: dict[uuid.UUID, int] = {}  # those of the batch being committed
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Ed25519 checks release the GIL: helper threads check part of a large batch in parallel
-        # with the thread that runs the batch (SQLite's writer, or the first helper).
-        helpers = max(1, min(3, (os.cpu_count() or 1) - 1))
-        self._verifiers = concurrent.futures.ThreadPoolExecutor(
-            max_workers=helpers, thread_name_prefix="verify"
-        )
-        self._helpers = helpers
+        self.signature_workers = SignatureWorkers(settings.signature_processes)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -166,7 +168,7 @@ class Delivery:
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(_unavailable())
-        self._verifiers.shutdown(wait=False, cancel_futures=True)
+        await self.signature_workers.close()
 
     # -- attaching ------------------------------------------------------------------------
 
@@ -222,8 +224,13 @@ class Delivery:
             device.signing_key,
             asyncio.get_running_loop().create_future(),
         )
-        # The signature is checked with the rest of its batch, before the batch's transaction.
+        # The signature is checked before the batch's transaction: by a worker process under
+        # load (`_check_ahead`), else with the rest of its batch (`_verify`).
+        if not self.signature_workers.started:
+            self.signature_workers.start()  # on the first send: a server nobody sends to never pays
         self._queue.append(pending)
+        self._unchecked.append(pending)
+        self._check_ahead()
         self._wake.set()
         return pending.future
 
@@ -308,34 +315,34 @@ class Delivery:
 
     async def _run(self) -> None:
         while True:
-            self._drained.set()
-            await self._wake.wait()
-            self._wake.clear()
-            self._drained.clear()
-            while self._queue or self._acks:
-                batch = [
-                    self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))
-                ]
-                acks, self._acks = self._acks, {}
-                self._committing_acks = acks
-                try:
-                    pushes = await self._commit(batch, acks)
-                except Exception as exc:
-                    if isinstance(exc, StorageError):
-                        log.error("delivery batch of %d failed: %s", len(batch), exc)
-                    else:
-                        log.exception("delivery batch of %d failed", len(batch))
-                    for pending in batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(_unavailable())
-                    for device_id, seq in acks.items():
-                        self._acks[device_id] = max(seq, self._acks.get(device_id, 0))
-                    await asyncio.sleep(0.05)  # the database is struggling: don't spin
-                    continue
-                finally:
-                    self._committing_acks = {}
-                if pushes:
-                    self.on_committed(pushes)
+            batch = self._take_batch()
+            if not batch and not self._acks:
+                if not self._queue:
+                    self._drained.set()
+                await self._wake.wait()  # a send, an ack, or a finished check ahead
+                self._wake.clear()
+                self._drained.clear()
+                continue
+            acks, self._acks = self._acks, {}
+            self._committing_acks = acks
+            try:
+                pushes = await self._commit(batch, acks)
+            except Exception as exc:
+                if isinstance(exc, StorageError):
+                    log.error("delivery batch of %d failed: %s", len(batch), exc)
+                else:
+                    log.exception("delivery batch of %d failed", len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(_unavailable())
+                for device_id, seq in acks.items():
+                    self._acks[device_id] = max(seq, self._acks.get(device_id, 0))
+                await asyncio.sleep(0.05)  # the database is struggling: don't spin
+                continue
+            finally:
+                self._committing_acks = {}
+            if pushes:
+                self.on_committed(pushes)
 
     async def _commit(self, batch: list[_Pending], acks: dict[uuid.UUID, int]) -> list[Push]:
         now_ms = self.clock.now_ms()
@@ -350,8 +357,6 @@ class Delivery:
             )
         else:
             if batch:
-                # Not on a `_verifiers` thread: `_verify` waits there for the chunks it hands to
-                # that pool, which (one worker on two cores) would then wait for itself forever.
                 await asyncio.get_running_loop().run_in_executor(None, self._verify, batch)
             async with self.database.write(urgent=True) as conn:
                 await self.database.serialise_writers(conn)
@@ -365,18 +370,56 @@ class Delivery:
                 pending.future.set_exception(result)
         return pushes
 
+    def _take_batch(self) -> list[_Pending]:
+        """The next batch: sends from the front of the queue, up to one still being checked.
+
+        Under load (at least `_CHECK_AHEAD_AT` unchecked) with workers running, a send whose
+        check has not started is left for a worker too: the writer thread only writes.
+        """
+        queue, unchecked = self._queue, self._unchecked
+        if len(unchecked) >= _CHECK_AHEAD_AT:
+            self._check_ahead()  # a worker may have come up since these were queued
+        # Still this many: every worker is busy, and the first to answer wakes this loop.
+        ahead = len(unchecked) >= _CHECK_AHEAD_AT and self.signature_workers.running
+        batch: list[_Pending] = []
+        while queue and len(batch) < self.max_batch and not queue[0].checking:
+            if unchecked and unchecked[0] is queue[0]:
+                if ahead:
+                    break
+                unchecked.popleft()  # its batch checks it (`_verify`)
+            batch.append(queue.popleft())
+        return batch
+
+    def _check_ahead(self) -> None:
+        """Under load, have worker processes check queued sends' signatures while the batch
+        before them commits; the commit loop then takes them checked. A light load never gets
+        here (fewer than `_CHECK_AHEAD_AT` waiting): each batch checks its own (`_verify`)."""
+        unchecked, workers = self._unchecked, self.signature_workers
+        while len(unchecked) >= _CHECK_AHEAD_AT and workers.idle:
+            chunk = [unchecked.popleft() for _ in range(min(len(unchecked), _CHECK_AHEAD_CHUNK))]
+            checking = workers.submit([_signed(p) for p in chunk])
+            assert checking is not None  # a worker was idle
+            for pending in chunk:
+                pending.checking = True
+            checking.add_done_callback(functools.partial(self._checked_ahead, chunk))
+
+    def _checked_ahead(self, chunk: list[_Pending], done: asyncio.Task[list[bool] | None]) -> None:
+        for pending in chunk:
+            pending.checking = False
+        verdicts = None if done.cancelled() or done.exception() else done.result()
+        if verdicts is not None:  # else left unchecked: their batch checks them (`_verify`)
+            for pending, verdict in zip(chunk, verdicts, strict=True):
+                pending.verdict = verdict
+        self._wake.set()
+        self._check_ahead()
+
     def _verify(self, batch: list[_Pending]) -> None:
-        """On a worker thread: a verdict for every send of the batch (large ones split)."""
-        if len(batch) < _SPLIT_VERIFY_AT:
-            _verify(batch)
-            return
-        parts = self._helpers + 1
-        size = -(-len(batch) // parts)
-        chunks = [batch[i : i + size] for i in range(0, len(batch), size)]
-        helped = [self._verifiers.submit(_verify, chunk) for chunk in chunks[1:]]
-        _verify(chunks[0])
-        for done in helped:
-            done.result()
+        """On a worker thread: a verdict for every send of the batch not checked ahead."""
+        todo = [p for p in batch if p.verdict is None]
+        if todo:
+            verdicts = check_envelope_signatures([_signed(p) for p in todo])
+            for pending, verdict in zip(todo, verdicts, strict=True):
+                pending.verdict = verdict
 
 
 # -- one batch transaction: the same steps, on SQLite's writer thread or the async engine -----
@@ -386,7 +429,7 @@ def _write_batch(
     store: BatchStore, whole: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
 ) -> _Outcome:
     store.acknowledge(acks)
-    batch = [p for p in whole if p.verdict is None]
+    batch = [p for p in whole if p.verdict]
     if not batch:
         return _with_refusals(whole, [], []), []
     keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
@@ -406,7 +449,7 @@ async def _write_batch_async(
     store: MessageStore, whole: list[_Pending], acks: Mapping[uuid.UUID, int], now_ms: int
 ) -> _Outcome:
     await store.acknowledge(acks)
-    batch = [p for p in whole if p.verdict is None]
+    batch = [p for p in whole if p.verdict]
     if not batch:
         return _with_refusals(whole, [], []), []
     keys = [(p.conversation_id, p.envelope.message_id) for p in batch]
@@ -431,14 +474,14 @@ def _with_refusals(
     merged: list[Accepted | EnvelopeError] = []
     passed = iter(results)
     for pending in whole:
-        if pending.verdict is None:
+        if pending.verdict:
             merged.append(next(passed))
-        elif isinstance(pending.verdict, InvalidSignature):
+        elif pending.verdict is False:
             merged.append(
                 EnvelopeError("envelope signature does not verify", code=ErrorCode.BAD_SIGNATURE)
             )
         else:
-            merged.append(_unavailable())
+            merged.append(_unavailable())  # never checked
     return merged
 
 
@@ -551,17 +594,6 @@ class _Plan:
         return rows, pushes
 
 
-def _verify(chunk: list[_Pending]) -> None:
-    """A verdict for every send of the chunk (on a worker thread)."""
-    for pending in chunk:
-        try:
-            verify_envelope_signature(pending.envelope, pending.signing_key)
-        except Exception as exc:  # noqa: BLE001 - recorded as the verdict
-            pending.verdict = exc
-        else:
-            pending.verdict = None
-
-
 def _by_conversation(
     allowed: Sequence[QueuedDelivery], refused: Sequence[QueuedDelivery]
 ) -> list[tuple[uuid.UUID, Outcome, list[int]]]:
@@ -599,3 +631,7 @@ def _unavailable() -> EnvelopeError:
     return EnvelopeError(
         "storage unavailable; the message was not stored", code=ErrorCode.UNAVAILABLE
     )
+
+
+def _signed(pending: _Pending) -> tuple[bytes, bytes, bytes]:
+    return pending.signing_key, pending.envelope.signed_part, pending.envelope.signature

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from securemsg.crypto.envelope import seal_envelope
 from securemsg.crypto.keys import DeviceKeys
 from securemsg.protocol.errors import EnvelopeError, ErrorCode
 from securemsg.server.delivery import Accepted, Delivery, Push
+from securemsg.server.signatures import Item
 from securemsg.settings import Settings
 from securemsg.storage.accounts import AccountStore, Role
 from securemsg.storage.conversations import ConversationStore
 from securemsg.storage.database import Database
 from securemsg.storage.devices import Device, DeviceStore
+from tests.support.signatures import workers_up
 
 
 @dataclass
@@ -225,3 +228,88 @@ async def test_queued_sends_commit_in_batches_of_at_most_max_batch_envelopes(
     assert [seq for batch in batches for _, seq, _, _ in batch] == [1, 2, 3, 4, 5]
     queue = await world.delivery.queue(world.carl.device.id, after=0, limit=10)
     assert [q.seq for q in queue.deliveries] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("processes", [2, 0], ids=["worker-processes", "in-thread"])
+async def test_a_burst_gets_the_right_verdict_for_every_signature(
+    database: Database, clock: FakeClock, processes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load the checks run ahead in worker processes (or, with none, with each batch):
+    either way a bad signature is refused, nothing of it is stored, the rest keep their order."""
+    world = await new_world(database, clock, Settings(signature_processes=processes))
+    workers = world.delivery.signature_workers
+    chunks: list[int] = []
+    submit = workers.submit
+
+    def counted(items: Sequence[Item]) -> object:
+        chunks.append(len(items))
+        return submit(items)
+
+    monkeypatch.setattr(workers, "submit", counted)
+    world.delivery.start()
+    try:
+        await world.submit(world.tess, world.seal(world.tess, "first"))  # starts the workers
+        await workers_up(workers, processes)
+        bad = {3, 40, 41, 299}
+        raws = []
+        for i in range(300):
+            raw = bytearray(world.seal(world.tess, f"m{i}"))
+            if i in bad:
+                raw[-1] ^= 1
+            raws.append(bytes(raw))
+        sends = [world.submit(world.tess, raw) for raw in raws]
+        results = await asyncio.gather(*sends, return_exceptions=True)
+    finally:
+        await world.delivery.stop()
+    refused = {i for i, r in enumerate(results) if isinstance(r, EnvelopeError)}
+    assert refused == bad
+    assert {r.code for r in results if isinstance(r, EnvelopeError)} == {ErrorCode.BAD_SIGNATURE}
+    stored = [data for _, _, data, _ in world.pushes[1:]]
+    assert stored == [raw for i, raw in enumerate(raws) if i not in bad]
+    if processes:
+        assert sum(chunks) > 100  # most were checked ahead, by the workers
+    else:
+        assert chunks == []
+
+
+async def test_killed_signature_workers_leave_no_send_unchecked(
+    database: Database, clock: FakeClock
+) -> None:
+    world = await new_world(database, clock, Settings(signature_processes=2))
+    workers = world.delivery.signature_workers
+    world.delivery.start()
+    try:
+        await world.submit(world.tess, world.seal(world.tess, "first"))
+        await workers_up(workers, 2)
+        raws = [world.seal(world.tess, f"m{i}") for i in range(200)]
+        forged = bytearray(raws[150])
+        forged[-1] ^= 1
+        raws[150] = bytes(forged)
+        sends = [asyncio.ensure_future(world.submit(world.tess, raw)) for raw in raws]
+        await asyncio.sleep(0)  # queued, and the first chunks handed to the workers
+        for pid in workers.pids:
+            os.kill(pid, signal.SIGKILL)
+        results = await asyncio.gather(*sends, return_exceptions=True)
+    finally:
+        await world.delivery.stop()
+    refused = [i for i, r in enumerate(results) if isinstance(r, EnvelopeError)]
+    assert refused == [150]
+    assert len(world.pushes) == 1 + 199
+
+
+async def test_sends_queued_before_the_workers_came_up_are_still_committed(
+    database: Database, clock: FakeClock
+) -> None:
+    # A burst queued while the workers start, committed a few at a time, so the workers come
+    # up with most of it still waiting: nothing new arrives to hand it to them, yet it commits.
+    world = await new_world(database, clock, Settings(signature_processes=2, max_batch_envelopes=4))
+    world.delivery.start()
+    try:
+        raws = [world.seal(world.tess, f"m{i}") for i in range(1000)]
+        sends = [world.submit(world.tess, raw) for raw in raws]
+        results = await asyncio.wait_for(asyncio.gather(*sends), timeout=60)
+        assert world.delivery.signature_workers.running
+    finally:
+        await world.delivery.stop()
+    assert all(not r.duplicate for r in results)
+    assert [data for _, _, data, _ in world.pushes] == raws
