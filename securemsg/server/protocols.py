@@ -25,24 +25,33 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 class CorkedTransport:
     """A transport whose writes in one event-loop turn reach the socket as one write, in order.
 
-    Everything else is the wrapped transport's: flow control (`pause_writing` reaches the
-    protocol once the gathered bytes are written), `pause_reading`, `get_extra_info`. `close`
-    writes what is gathered first; `abort` drops it, as the wrapped transport would.
+    At most `FLUSH_BYTES` wait for the turn's end: past that they are written at once, so flow
+    control (`pause_writing`, from the wrapped transport) still stops a sender to a socket that
+    does not read after about as many bytes as without the cork. Everything else is the wrapped
+    transport's (`pause_reading`, `get_extra_info`, ...). `close` writes what is gathered first;
+    `abort` drops it, as the wrapped transport would.
     """
 
-    __slots__ = ("_gathered", "_loop", "_transport")
+    FLUSH_BYTES = 65536
+
+    __slots__ = ("_gathered", "_gathered_bytes", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.WriteTransport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._gathered: list[bytes] | None = None  # None while nothing waits for the turn's end
+        self._gathered_bytes = 0
 
     def write(self, data: bytes) -> None:
         if self._gathered is None:
             self._gathered = [data]
+            self._gathered_bytes = len(data)
             self._loop.call_soon(self._flush)
         else:
             self._gathered.append(data)
+            self._gathered_bytes += len(data)
+        if self._gathered_bytes >= self.FLUSH_BYTES:
+            self._flush()  # the turn's end still comes, and finds nothing to write
 
     def close(self) -> None:
         self._flush()

@@ -50,6 +50,20 @@ async def test_writes_in_one_turn_reach_the_socket_as_one_write_in_order() -> No
     assert inner.writes[1:] == [b"next turn"]
 
 
+async def test_past_flush_bytes_what_is_gathered_is_written_at_once() -> None:
+    # Flow control must still see a socket that does not read: its sender is paused by the
+    # wrapped transport after about as many bytes as without the cork, not after a whole turn.
+    inner = RecordingTransport()
+    corked = CorkedTransport(inner, asyncio.get_running_loop())
+    frame = b"x" * 1000
+    for _ in range(200):
+        corked.write(frame)
+    assert len(inner.writes) == 3  # 66 frames each time 65,536 bytes are passed
+    assert all(len(w) == 66_000 for w in inner.writes)
+    await asyncio.sleep(0)
+    assert b"".join(inner.writes) == frame * 200
+
+
 async def test_close_writes_what_is_gathered_first_and_abort_drops_it() -> None:
     loop = asyncio.get_running_loop()
     inner = RecordingTransport()
