@@ -32,6 +32,7 @@ from securemsg.storage.models import (
 # Bound parameters per statement: below SQLite's historical limit of 999.
 _CHUNK = 900
 _MAX_PARAMETERS = 30000  # per multi-row INSERT, if the library allows as many (3.32+: 32,766)
+_STATEMENT_ROWS = (1024, 256, 64, 16, 4, 1)  # rows per INSERT: largest first, ending in 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -402,20 +403,25 @@ class BatchStore:
 
         One statement for many rows, not `executemany`'s step per row: sqlite3 releases the GIL
         around every step and must then win it back from the busy event loop; and the rows cost
-        less CPU this way (about 0.65 ms against 0.8 ms for 400 envelopes here).
+        less CPU this way (about 0.65 ms against 0.8 ms for 400 envelopes here). Statements come
+        in a few fixed sizes, so sqlite3's statement cache keeps them prepared.
         """
         if not rows:
             return
         width = len(rows[0])
-        limit = self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        per_statement = max(1, min(limit, _MAX_PARAMETERS) // width)
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            row = "(" + ", ".join("?" * width) + ")"
-            self.conn.execute(
-                f"{insert} {', '.join([row] * len(chunk))}",
-                [value for item in chunk for value in item],
-            )
+        limit = min(self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER), _MAX_PARAMETERS)
+        row = "(" + ", ".join("?" * width) + ")"
+        start = 0
+        for size in _STATEMENT_ROWS:
+            if size * width > limit:
+                continue
+            while len(rows) - start >= size:
+                chunk = rows[start : start + size]
+                start += size
+                self.conn.execute(
+                    f"{insert} {', '.join([row] * size)}",
+                    [value for item in chunk for value in item],
+                )
 
     def acknowledge(self, acks: Mapping[uuid.UUID, int]) -> None:
         """Drop every queued delivery up to each device's acknowledged sequence number."""
