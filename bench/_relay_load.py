@@ -133,8 +133,8 @@ class PhaseResult:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads) and of its live child processes (the
-    server's signature workers), from /proc."""
+    """utime + stime of a process (all its threads) and of its child processes (the server's
+    signature workers: live ones, and those it has reaped), from /proc."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -144,7 +144,9 @@ def process_cpu_seconds(pid: int) -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if int(entry) == pid or int(fields[1]) == pid:
+        if int(entry) == pid:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == pid:
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
