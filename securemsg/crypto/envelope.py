@@ -134,25 +134,25 @@ def open_envelope(
 def verify_envelope_signature(envelope: Envelope, signing_key: bytes) -> None:
     """Check the sender device's signature; raise `InvalidSignature` unless it is valid.
 
-    The server runs this (after `parse_envelope`) with the registered key of the
-    authenticated device; it needs no other key.
+    The server checks (after `parse_envelope`) with the registered key of the authenticated
+    device; it needs no other key.
     """
-    try:
-        verify_for_purpose(signing_key, ENVELOPE_PURPOSE, envelope.signed_part, envelope.signature)
-    except InvalidSignature as error:
-        raise InvalidSignature(
-            "envelope signature does not verify against the sender device key"
-        ) from error
+    (verifies,) = check_envelope_signatures(
+        [(signing_key, envelope.signed_part, envelope.signature)]
+    )
+    if not verifies:
+        raise InvalidSignature("envelope signature does not verify against the sender device key")
 
 
 def check_envelope_signatures(items: Iterable[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    """Whether each (signing key, signed part, signature) verifies, as `verify_envelope_signature`
-    decides. Plain bytes in and out: this also runs in worker processes (server/signatures.py)."""
+    """Whether each (signing key, signed part, signature) verifies: the server's envelope
+    signature check. Plain bytes in and out: it also runs in worker processes
+    (server/signatures.py). Whatever stops a check from passing makes that one False."""
     verdicts = []
     for signing_key, signed_part, signature in items:
         try:
             verify_for_purpose(signing_key, ENVELOPE_PURPOSE, signed_part, signature)
-        except InvalidSignature:
+        except Exception:  # noqa: BLE001 - fail closed: not shown valid is not valid
             verdicts.append(False)
         else:
             verdicts.append(True)

@@ -327,6 +327,11 @@ class Delivery:
             self._committing_acks = acks
             try:
                 pushes = await self._commit(batch, acks)
+            except asyncio.CancelledError:  # stopping: a commit still under way may yet land
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(_unavailable())
+                raise
             except Exception as exc:
                 if isinstance(exc, StorageError):
                     log.error("delivery batch of %d failed: %s", len(batch), exc)
@@ -373,19 +378,15 @@ class Delivery:
     def _take_batch(self) -> list[_Pending]:
         """The next batch: sends from the front of the queue, up to one still being checked.
 
-        Under load (at least `_CHECK_AHEAD_AT` unchecked) with workers running, a send whose
-        check has not started is left for a worker too: the writer thread only writes.
+        Under load every worker is then busy, so a chunk being checked comes before any send
+        still unchecked: the batch is checked sends, and the writer thread only writes.
         """
         queue, unchecked = self._queue, self._unchecked
         if len(unchecked) >= _CHECK_AHEAD_AT:
             self._check_ahead()  # a worker may have come up since these were queued
-        # Still this many: every worker is busy, and the first to answer wakes this loop.
-        ahead = len(unchecked) >= _CHECK_AHEAD_AT and self.signature_workers.running
         batch: list[_Pending] = []
         while queue and len(batch) < self.max_batch and not queue[0].checking:
             if unchecked and unchecked[0] is queue[0]:
-                if ahead:
-                    break
                 unchecked.popleft()  # its batch checks it (`_verify`)
             batch.append(queue.popleft())
         return batch

@@ -10,9 +10,10 @@ the batch before them commits (delivery.py, "checks ahead"), over a pipe, as pla
 The workers are `python -m securemsg.server.signatures`, started on the server's first send
 (about 60 ms of CPU each: better then than in the middle of the first burst, and never for a
 server nobody sends to). A worker exits when its input closes, so it never outlives the server,
-even one killed with SIGKILL; it ignores SIGINT, which a terminal sends the whole process group,
-and stops when the server closes it. A worker that dies is replaced; the sends it was checking
-are checked by their batch instead (delivery.py), so no check is ever skipped.
+even one killed with SIGKILL; it ignores SIGINT and SIGTERM, which a terminal or a service
+manager sends the whole process group, and stops when the server closes it. A worker that dies,
+or takes `_REPLY_SECONDS` to answer (stopped, swapped out), is killed and replaced; the sends it
+was checking are checked by their batch instead (delivery.py), so no check is ever skipped.
 
 Wire format (native to this module; both ends are this file). Request: u32 count, then per item
 u32 key length, u32 signed-part length, u32 signature length and the three byte strings (little
@@ -43,6 +44,7 @@ _LENGTHS = struct.Struct("<III")
 _READY = b"\x01"
 _STOP_SECONDS = 2.0
 _REPLY_SECONDS = 10.0  # a chunk takes milliseconds: a worker this late is stuck, and replaced
+_RESTART_SECONDS = 1.0
 
 
 class _Worker:
@@ -81,6 +83,7 @@ class SignatureWorkers:
 
     def __init__(self, processes: int) -> None:
         self.processes = max(0, processes)
+        self.reply_seconds = _REPLY_SECONDS
         self.started = False
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
@@ -120,8 +123,7 @@ class SignatureWorkers:
             return None
         worker = self._idle.pop()
         self._busy.add(worker)
-        worker.writer.write(_request(items))
-        return asyncio.get_running_loop().create_task(self._reply(worker, len(items)))
+        return asyncio.get_running_loop().create_task(self._reply(worker, items))
 
     async def close(self) -> None:
         """Stop every worker and wait until each has exited (killing any that will not)."""
@@ -136,10 +138,12 @@ class SignatureWorkers:
                     worker.kill()
                 await asyncio.wait(late)
 
-    async def _reply(self, worker: _Worker, count: int) -> list[bool] | None:
+    async def _reply(self, worker: _Worker, items: Sequence[Item]) -> list[bool] | None:
         try:
-            await worker.writer.drain()
-            reply = await asyncio.wait_for(worker.reader.readexactly(count), _REPLY_SECONDS)
+            async with asyncio.timeout(self.reply_seconds):  # a stopped worker reads nothing
+                worker.writer.write(_request(items))
+                await worker.writer.drain()
+                reply = await worker.reader.readexactly(len(items))
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             self._busy.discard(worker)
             log.warning("signature worker %d failed: %r", worker.process.pid, exc)
@@ -164,6 +168,7 @@ class SignatureWorkers:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # never import from the working directory: only the installed securemsg
                 "-m",
                 "securemsg.server.signatures",
                 stdin=asyncio.subprocess.PIPE,
@@ -194,7 +199,9 @@ class SignatureWorkers:
             log.error("signature worker did not start (exit code %s); checking in-thread", code)
             return
         log.warning("signature worker %d exited (%s); starting another", process.pid, code)
-        self._start_one()
+        await asyncio.sleep(_RESTART_SECONDS)  # one that keeps dying costs a start a second
+        if not self._closed:
+            self._start_one()
 
 
 def _request(items: Sequence[Item]) -> bytes:
@@ -233,6 +240,9 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
+    # A terminal's Ctrl-C and a service manager's SIGTERM reach the whole process group; the
+    # server stops its workers itself (closing their input) once it has drained.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with contextlib.suppress(BrokenPipeError):  # the server is gone: nobody to answer
         serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -67,6 +68,25 @@ async def test_killed_workers_fail_their_chunk_and_are_replaced(workers: Signatu
     assert await again == [True, True, False, True]
 
 
+async def test_a_stopped_worker_fails_its_chunk_in_time_and_is_replaced(
+    workers: SignatureWorkers,
+) -> None:
+    # SIGSTOP: alive but reading nothing (a frozen cgroup, a swapped-out host). A chunk larger
+    # than a pipe holds must not leave the sends it carries waiting for ever.
+    workers.reply_seconds = 0.5
+    stopped = workers.pids
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    check = workers.submit(_items(2000, bad=set()))
+    assert check is not None
+    assert await asyncio.wait_for(check, timeout=10) is None  # the caller checks these itself
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # the one not asked resumes; the asked one is killed
+    await workers_up(workers, 2)
+    assert len(set(workers.pids) - set(stopped)) == 1  # a new worker in the stuck one's place
+
+
 async def test_close_ends_every_worker() -> None:
     workers = SignatureWorkers(2)
     workers.start()
@@ -117,7 +137,7 @@ def test_workers_do_not_outlive_a_server_killed_with_sigkill() -> None:
     assert not any(_alive(pid) for pid in pids)
 
 
-def test_a_worker_ignores_ctrl_c_and_stops_when_its_input_closes() -> None:
+def test_a_worker_ignores_signals_and_stops_when_its_input_closes() -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "securemsg.server.signatures"],
         stdin=subprocess.PIPE,
@@ -127,6 +147,7 @@ def test_a_worker_ignores_ctrl_c_and_stops_when_its_input_closes() -> None:
         assert worker.stdin is not None and worker.stdout is not None
         assert worker.stdout.read(1) == b"\x01"  # ready
         worker.send_signal(signal.SIGINT)  # a terminal's Ctrl-C reaches the process group
+        worker.send_signal(signal.SIGTERM)  # and so does a service manager's stop
         worker.stdin.write(_request(_items(2, bad={1})))
         worker.stdin.flush()
         assert worker.stdout.read(2) == b"\x01\x00"
