@@ -407,7 +407,10 @@ class Delivery:
     def _checked_ahead(self, chunk: list[_Pending], done: asyncio.Task[list[bool] | None]) -> None:
         for pending in chunk:
             pending.checking = False
-        verdicts = None if done.cancelled() or done.exception() else done.result()
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            log.error("signature check ahead failed", exc_info=error)
+        verdicts = None if done.cancelled() or error else done.result()
         if verdicts is not None:  # else left unchecked: their batch checks them (`_verify`)
             for pending, verdict in zip(chunk, verdicts, strict=True):
                 pending.verdict = verdict
