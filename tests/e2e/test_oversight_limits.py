@@ -15,8 +15,8 @@ from securemsg.crypto.grants import sign_consent
 from securemsg.storage.database import Database
 from securemsg.storage.models import audit_checkpoints, audit_leaves
 from tests.audit.tamper import integrated
-from tests.e2e.test_grants import grant_record, key_share, now_ms, post_grant, supervisor
 from tests.legal.conftest import Account, populate
+from tests.support.grants import grant_record, key_share, now_ms, post_grant, supervisor
 from tests.support.peer import b64, pair
 from tests.support.server import running_server
 
