@@ -15,6 +15,7 @@ And one for throughput: uvicorn writes each WebSocket frame to the socket as it 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any, cast
 
 import h11
@@ -28,8 +29,9 @@ class CorkedTransport:
     At most `FLUSH_BYTES` wait for the turn's end: past that they are written at once, so flow
     control (`pause_writing`, from the wrapped transport) still stops a sender to a socket that
     does not read after about as many bytes as without the cork. Everything else is the wrapped
-    transport's (`pause_reading`, `get_extra_info`, ...). `close` writes what is gathered first;
-    `abort` drops it, as the wrapped transport would.
+    transport's (`pause_reading`, `get_extra_info`, ...). `close` and `write_eof` write what is
+    gathered first; `abort` drops it, as the wrapped transport would; `writelines` gathers too,
+    and the write buffer size counts what is gathered.
     """
 
     FLUSH_BYTES = 65536
@@ -52,6 +54,18 @@ class CorkedTransport:
             self._gathered_bytes += len(data)
         if self._gathered_bytes >= self.FLUSH_BYTES:
             self._flush()  # the turn's end still comes, and finds nothing to write
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        self.write(b"".join(lines))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + (
+            self._gathered_bytes if self._gathered is not None else 0
+        )
 
     def close(self) -> None:
         self._flush()

@@ -29,6 +29,12 @@ class RecordingTransport(asyncio.WriteTransport):
         self.closing = True
         self.events.append("abort")
 
+    def write_eof(self) -> None:
+        self.events.append("eof")
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
     def is_closing(self) -> bool:
         return self.closing
 
@@ -79,6 +85,17 @@ async def test_close_writes_what_is_gathered_first_and_abort_drops_it() -> None:
     corked.abort()
     await asyncio.sleep(0)
     assert aborted.events == ["abort"]
+
+
+async def test_writelines_eof_and_buffer_size_see_what_is_gathered() -> None:
+    inner = RecordingTransport()
+    corked = CorkedTransport(inner, asyncio.get_running_loop())
+    corked.write(b"a")
+    corked.writelines([b"b", b"c"])
+    assert corked.get_write_buffer_size() == 7 + 3  # the wrapped transport's and the gathered
+    corked.write_eof()
+    assert inner.events == ["write", "eof"]
+    assert inner.writes == [b"abc"]
 
 
 async def test_nothing_is_written_to_a_transport_already_closing() -> None:
