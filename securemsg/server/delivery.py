@@ -81,8 +81,8 @@ _CHECK_AHEAD_CHUNK = 128
 
 
 class _Pending:
-    """One queued send. `verdict` is set by the batch's signature check, before its transaction:
-    True if the signature verifies, False if not."""
+    """One queued send. `verdict` is set before its batch's transaction, by a check ahead in a
+    worker process or by the batch's own check: True if the signature verifies, False if not."""
 
     __slots__ = (
         "checking",
@@ -226,8 +226,7 @@ class Delivery:
         )
         # The signature is checked before the batch's transaction: by a worker process under
         # load (`_check_ahead`), else with the rest of its batch (`_verify`).
-        if not self.signature_workers.started:
-            self.signature_workers.start()  # on the first send: a server nobody sends to never pays
+        self.signature_workers.start()  # once, on the first send: idle servers never pay for it
         self._queue.append(pending)
         self._unchecked.append(pending)
         self._check_ahead()

@@ -7,7 +7,7 @@ under bench/relay.py saturation, a 390-envelope batch took 37 ms of wall time on
 process has its own interpreter: the group-commit loop hands it a chunk of queued sends while
 the batch before them commits (delivery.py, "checks ahead"), over a pipe, as plain bytes.
 
-The workers are `python -m securemsg.server.signatures`, started on the server's first send
+The workers are `python -P -m securemsg.server.signatures`, started on the server's first send
 (about 60 ms of CPU each: better then than in the middle of the first burst, and never for a
 server nobody sends to). A worker exits when its input closes, so it never outlives the server,
 even one killed with SIGKILL; it ignores SIGINT and SIGTERM, which a terminal or a service
@@ -84,7 +84,7 @@ class SignatureWorkers:
     def __init__(self, processes: int) -> None:
         self.processes = max(0, processes)
         self.reply_seconds = _REPLY_SECONDS
-        self.started = False
+        self._started = False
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._all: set[_Worker] = set()  # started and not yet ended, ready or not
@@ -107,9 +107,9 @@ class SignatureWorkers:
 
     def start(self) -> None:
         """Start the workers in the background (once; nothing with no processes)."""
-        if self.started:
+        if self._started:
             return
-        self.started = True
+        self._started = True
         for _ in range(self.processes):
             self._start_one()
 
